@@ -3,16 +3,51 @@
 Every public name lives here; the modules behind it are private.
 """
 
+from langchain_gemini_pool._cache import GeminiDiskCache
 from langchain_gemini_pool._clock import Clock, ManualClock, SystemClock
+from langchain_gemini_pool._errors import AllKeysRateLimitedError, NoValidKeysError
 from langchain_gemini_pool._keys import load_api_keys, mask_key
+from langchain_gemini_pool._quota import QuotaLimits
+from langchain_gemini_pool._usage_handler import (
+    GeminiUsageCallbackHandler,
+    get_gemini_usage_callback,
+)
+from langchain_gemini_pool._usage_ledger import UsageLedger
+from langchain_gemini_pool._usage_limits import (
+    UsageLimitExceededError,
+    UsageLimits,
+    check_usage,
+    compute_overage,
+    resolve_limits,
+)
+from langchain_gemini_pool._usage_prices import DEFAULT_PRICES, ModelPrice, estimate_cost
+from langchain_gemini_pool._usage_record import UsageTotals
+from langchain_gemini_pool.chat_models import ChatGeminiPool
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_PRICES",
+    "AllKeysRateLimitedError",
+    "ChatGeminiPool",
     "Clock",
+    "GeminiDiskCache",
+    "GeminiUsageCallbackHandler",
     "ManualClock",
+    "ModelPrice",
+    "NoValidKeysError",
+    "QuotaLimits",
     "SystemClock",
+    "UsageLedger",
+    "UsageLimitExceededError",
+    "UsageLimits",
+    "UsageTotals",
     "__version__",
+    "check_usage",
+    "compute_overage",
+    "estimate_cost",
+    "get_gemini_usage_callback",
     "load_api_keys",
     "mask_key",
+    "resolve_limits",
 ]

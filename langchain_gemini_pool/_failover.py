@@ -1,0 +1,134 @@
+"""One caller request's way through the pool: which key, what after a failure, when to stop.
+
+``RequestPlan`` holds no I/O: the chat model asks it for the next key, makes the call, and
+tells it the outcome; the plan answers with a pause before the next try or tells the
+caller to raise. Sync and async paths differ only in how they call and sleep.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from tenacity import RetryCallState, wait_exponential_jitter
+
+from langchain_gemini_pool._errors import (
+    AllKeysRateLimitedError,
+    Failure,
+    FailureKind,
+    NoValidKeysError,
+    classify,
+)
+from langchain_gemini_pool._scheduler import NoKeys, Pick, Scheduler, Wait
+
+ATTEMPTS_ATTR = "gemini_pool_attempts"
+"""Attribute set on an exception the pool raises: the attempts made for that request."""
+
+_BACKOFF = wait_exponential_jitter(initial=0.25, max=8.0, exp_base=2, jitter=0.25)
+
+
+def backoff_delay(fault_number: int) -> float:
+    """Seconds to wait before the retry that follows server fault number ``fault_number``."""
+    state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
+    state.attempt_number = fault_number
+    return float(_BACKOFF(state))
+
+
+class RequestPlan:
+    """Decisions for one caller request.
+
+    Args:
+        scheduler: The pool's scheduler.
+        now: The pool's clock function.
+        max_attempts: Bound on attempts that end in a server fault (rate-limit and bad-key
+            failovers never retry the same key and do not count).
+        max_wait: Longest total wait, in seconds, for a key to come free.
+        tokens: Estimated input tokens, reserved against the project's windows.
+        reserve: Whether this request counts against generate quotas.
+    """
+
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        now: Callable[[], float],
+        *,
+        max_attempts: int,
+        max_wait: float,
+        tokens: float = 0.0,
+        reserve: bool = True,
+    ) -> None:
+        self._scheduler = scheduler
+        self._now = now
+        self._max_attempts = max_attempts
+        self._deadline = now() + max_wait
+        self._tokens = tokens
+        self._reserve = reserve
+        self._faults = 0
+        self._tried: set[int] = set()
+        self._cap = max_attempts + 4 * max(1, len(scheduler.active_indices()))
+        self.attempts: list[dict[str, Any]] = []
+
+    def next(self) -> Pick | float:
+        """The key to try next, or seconds to wait before asking again.
+
+        Raises:
+            NoValidKeysError: Every key is quarantined.
+            AllKeysRateLimitedError: No key frees before the wait budget runs out.
+        """
+        now = self._now()
+        decision = self._scheduler.choose(now, self._tokens, self._tried, self._reserve)
+        if isinstance(decision, Pick):
+            self._tried.add(decision.index)
+            return decision
+        if isinstance(decision, NoKeys):
+            raise self._tag(NoValidKeysError(decision.reasons))
+        assert isinstance(decision, Wait)
+        if decision.until > self._deadline:
+            raise self._tag(AllKeysRateLimitedError(decision.until - now, decision.reason))
+        return max(0.0, decision.until - now)
+
+    def failed(self, pick: Pick, exc: BaseException) -> float | None:
+        """Record a failed attempt. Returns seconds to pause before the next try, or None
+        when the caller must raise ``exc`` (already tagged with the attempts)."""
+        failure: Failure = classify(exc)
+        self._scheduler.on_failure(pick, failure, self._now())
+        self._record(pick, failure.kind.value)
+        self._tag(exc)
+        if failure.kind is FailureKind.BAD_REQUEST or len(self.attempts) >= self._cap:
+            return None
+        if failure.kind is FailureKind.SERVER_FAULT:
+            self._faults += 1
+            if self._faults >= self._max_attempts:
+                return None
+            return backoff_delay(self._faults)
+        return 0.0
+
+    def failed_after_output(self, pick: Pick, exc: BaseException) -> None:
+        """An attempt failed after output reached the caller: record it, never retry."""
+        failure = classify(exc)
+        self._scheduler.on_failure(pick, failure, self._now())
+        self._record(pick, failure.kind.value)
+        self._tag(exc)
+
+    def succeeded(self, pick: Pick, prompt_tokens: float | None) -> None:
+        self._scheduler.on_success(pick, prompt_tokens)
+        self._record(pick, "ok")
+
+    def cancelled(self, pick: Pick) -> None:
+        self._scheduler.release(pick)
+
+    def _record(self, pick: Pick, outcome: str) -> None:
+        self.attempts.append(
+            {
+                "key_index": pick.index,
+                "project": self._scheduler.project_of(pick.index),
+                "outcome": outcome,
+            }
+        )
+
+    def _tag(self, exc: BaseException) -> BaseException:
+        try:
+            setattr(exc, ATTEMPTS_ATTR, list(self.attempts))
+        except AttributeError:  # pragma: no cover - exceptions with __slots__
+            pass
+        return exc

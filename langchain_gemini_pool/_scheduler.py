@@ -1,0 +1,372 @@
+"""Pure decisions: which key next, cooldowns, quarantine, quota windows.
+
+The scheduler knows nothing of LangChain or HTTP. Every method takes ``now`` (epoch seconds)
+from the caller's clock and returns a decision; the chat model does the calling. One lock
+makes it safe from threads and from many asyncio tasks (no method awaits or does I/O).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from langchain_gemini_pool._clock import next_pacific_midnight
+from langchain_gemini_pool._errors import Failure, FailureKind
+from langchain_gemini_pool._quota import ProjectWindow, QuotaLimits
+
+logger = logging.getLogger("langchain_gemini_pool")
+
+Strategy = Literal["round_robin", "least_used"]
+LimitsArg = QuotaLimits | Mapping[str, QuotaLimits] | None
+
+
+@dataclass
+class KeyState:
+    """What the scheduler knows of one key."""
+
+    index: int
+    project: str
+    fingerprint: str
+    cooling_until: float = 0.0
+    cool_reason: str | None = None
+    invalid_reason: str | None = None
+    removed: bool = False
+    requests: int = 0
+    successes: int = 0
+    rate_limited: int = 0
+    errors: int = 0
+    in_flight: int = 0
+
+
+@dataclass
+class ProjectState:
+    """What the scheduler knows of one project (keys of a project share its quota)."""
+
+    name: str
+    window: ProjectWindow
+    cooling_until: float = 0.0
+    cool_reason: str | None = None
+
+    @property
+    def priority(self) -> int:
+        limits = self.window.limits
+        return limits.priority if limits else 0
+
+
+@dataclass(frozen=True)
+class Pick:
+    """Use key ``index``; ``ticket`` lets the outcome correct the quota reservation."""
+
+    index: int
+    ticket: list[float] = field(compare=False)
+
+
+@dataclass(frozen=True)
+class Wait:
+    """No key can take the request before ``until`` (epoch seconds; ``inf`` = never)."""
+
+    until: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class NoKeys:
+    """Every key is quarantined (or removed)."""
+
+    reasons: dict[str, str]
+
+
+class Scheduler:
+    """Chooses keys and records outcomes.
+
+    Args:
+        strategy: ``"round_robin"`` (starting at index 0) or ``"least_used"``.
+        limits: One ``QuotaLimits`` for every project, or ``{project: QuotaLimits}``.
+        default_cooldown_s: Cooldown after a 429 that carries no RetryInfo.
+        fault_cooldown_s: Cooldown of a key after a server fault (0: none).
+    """
+
+    def __init__(
+        self,
+        strategy: Strategy = "round_robin",
+        limits: LimitsArg = None,
+        default_cooldown_s: float = 60.0,
+        fault_cooldown_s: float = 0.0,
+    ) -> None:
+        if strategy not in ("round_robin", "least_used"):
+            raise ValueError(
+                f"strategy must be 'round_robin' or 'least_used', not {strategy!r}."
+            )
+        self.strategy: Strategy = strategy
+        self._limits = limits
+        self.default_cooldown_s = default_cooldown_s
+        self.fault_cooldown_s = fault_cooldown_s
+        self._lock = threading.Lock()
+        self._keys: list[KeyState] = []
+        self._projects: dict[str, ProjectState] = {}
+        self._levels: list[tuple[int, list[KeyState]]] = []
+        self._cursor: dict[int, int] = {}
+
+    # --- membership -------------------------------------------------------------------------
+
+    def _limits_for(self, project: str) -> QuotaLimits | None:
+        if isinstance(self._limits, QuotaLimits) or self._limits is None:
+            return self._limits
+        return self._limits.get(project)
+
+    def add_key(self, project: str, fingerprint: str) -> int:
+        """Add a key; returns its index, stable for the scheduler's life."""
+        with self._lock:
+            if project not in self._projects:
+                window = ProjectWindow(self._limits_for(project))
+                self._projects[project] = ProjectState(project, window)
+            state = KeyState(len(self._keys), project, fingerprint)
+            self._keys.append(state)
+            self._rebuild_levels()
+            return state.index
+
+    def remove_key(self, index: int) -> None:
+        with self._lock:
+            self._key(index).removed = True
+            self._rebuild_levels()
+
+    def _key(self, index: int) -> KeyState:
+        if not 0 <= index < len(self._keys) or self._keys[index].removed:
+            raise KeyError(f"No key with index {index} in the pool.")
+        return self._keys[index]
+
+    def _rebuild_levels(self) -> None:
+        levels: dict[int, list[KeyState]] = {}
+        for key in self._keys:
+            if not key.removed:
+                levels.setdefault(self._projects[key.project].priority, []).append(key)
+        self._levels = sorted(levels.items())
+
+    def active_indices(self) -> list[int]:
+        with self._lock:
+            return [k.index for k in self._keys if not k.removed]
+
+    # --- choosing ---------------------------------------------------------------------------
+
+    def _ready_at(self, key: KeyState, now: float, tokens: float, reserve: bool) -> float:
+        project = self._projects[key.project]
+        at = max(now, key.cooling_until, project.cooling_until)
+        if reserve:
+            at = max(at, project.window.ready_at(now, tokens))
+        return at
+
+    def choose(
+        self,
+        now: float,
+        tokens: float = 0.0,
+        avoid: Collection[int] = (),
+        reserve: bool = True,
+    ) -> Pick | Wait | NoKeys:
+        """Pick the next key for a request of ``tokens`` estimated input tokens.
+
+        Keys in ``avoid`` (already tried for this request) are used only when no other key
+        is ready. With ``reserve`` the request is counted against its project's windows.
+        """
+        with self._lock:
+            earliest = math.inf
+            for _priority, keys in self._levels:
+                chosen: KeyState | None = None
+                fallback: KeyState | None = None
+                chosen_at = fallback_at = 0
+                n = len(keys)
+                start = self._cursor.get(_priority, 0) % n
+                for offset in range(n):
+                    key = keys[(start + offset) % n]
+                    if key.invalid_reason is not None:
+                        continue
+                    at = self._ready_at(key, now, tokens, reserve)
+                    if at > now:
+                        earliest = min(earliest, at)
+                        continue
+                    position = (start + offset) % n
+                    if key.index in avoid:
+                        if fallback is None:
+                            fallback, fallback_at = key, position
+                        continue
+                    if self.strategy == "round_robin":
+                        chosen, chosen_at = key, position
+                        break
+                    if chosen is None or self._load(key) < self._load(chosen):
+                        chosen, chosen_at = key, position
+                if chosen is None and fallback is not None:
+                    chosen, chosen_at = fallback, fallback_at
+                if chosen is not None:
+                    self._cursor[_priority] = chosen_at + 1
+                    return self._take(chosen, now, tokens, reserve)
+            if math.isinf(earliest) and not self._any_usable():
+                return NoKeys(self._invalid_reasons())
+            return Wait(earliest, self._wait_reason())
+
+    @staticmethod
+    def _load(key: KeyState) -> int:
+        return key.requests + key.in_flight
+
+    def _take(self, key: KeyState, now: float, tokens: float, reserve: bool) -> Pick:
+        key.requests += 1
+        key.in_flight += 1
+        project = self._projects[key.project]
+        ticket = project.window.reserve(now, tokens) if reserve else [now, 0.0]
+        limits = project.window.limits
+        if reserve and limits and limits.rpd:
+            day = project.window._day
+            if project.window.day_fraction(now) >= 0.8 and project.window.warned_day != day:
+                project.window.warned_day = day
+                logger.warning(
+                    "Project %s has used %d%% of its daily request quota (%d requests).",
+                    project.name, int(100 * project.window.day_fraction(now)), limits.rpd,
+                )
+        return Pick(key.index, ticket)
+
+    def _any_usable(self) -> bool:
+        return any(k.invalid_reason is None for _, keys in self._levels for k in keys)
+
+    def _invalid_reasons(self) -> dict[str, str]:
+        return {
+            f"#{k.index} {k.fingerprint}": k.invalid_reason or "removed"
+            for k in self._keys
+            if not k.removed
+        }
+
+    def _wait_reason(self) -> str:
+        reasons = {
+            self._projects[k.project].cool_reason or k.cool_reason
+            for _, keys in self._levels
+            for k in keys
+            if k.invalid_reason is None
+        }
+        reasons.discard(None)
+        return "; ".join(sorted(r for r in reasons if r)) or "no project has quota room"
+
+    # --- outcomes ---------------------------------------------------------------------------
+
+    def on_success(self, pick: Pick, prompt_tokens: float | None = None) -> None:
+        with self._lock:
+            key = self._keys[pick.index]
+            key.in_flight = max(0, key.in_flight - 1)
+            key.successes += 1
+            if prompt_tokens is not None:
+                self._projects[key.project].window.correct(pick.ticket, prompt_tokens)
+
+    def on_failure(self, pick: Pick, failure: Failure, now: float) -> None:
+        """Record a failed attempt and act on its kind (cool, quarantine, or nothing)."""
+        with self._lock:
+            key = self._keys[pick.index]
+            key.in_flight = max(0, key.in_flight - 1)
+            if failure.kind is FailureKind.RATE_LIMITED:
+                key.rate_limited += 1
+                self._cool_project(key, failure, now)
+                self._learn(key, failure)
+            elif failure.kind is FailureKind.BAD_KEY:
+                key.errors += 1
+                if key.invalid_reason is None:
+                    key.invalid_reason = failure.reason
+                    logger.warning(
+                        "Quarantined Gemini API key %s (index %d): %s",
+                        key.fingerprint, key.index, failure.reason,
+                    )
+            else:
+                key.errors += 1
+                if failure.kind is FailureKind.SERVER_FAULT and self.fault_cooldown_s > 0:
+                    self._cool(key, now + self.fault_cooldown_s, failure.reason)
+
+    def release(self, pick: Pick) -> None:
+        """The attempt ended without an outcome worth recording (e.g. cancelled)."""
+        with self._lock:
+            key = self._keys[pick.index]
+            key.in_flight = max(0, key.in_flight - 1)
+
+    @staticmethod
+    def _cool(key: KeyState, until: float, reason: str) -> None:
+        if until > key.cooling_until:
+            key.cooling_until, key.cool_reason = until, reason
+
+    def _cool_project(self, key: KeyState, failure: Failure, now: float) -> None:
+        if failure.per_day:
+            until = next_pacific_midnight(now)
+            reason = "daily quota exhausted until midnight Pacific"
+        else:
+            delay = failure.retry_after_s
+            until = now + (self.default_cooldown_s if delay is None else delay)
+            reason = failure.reason
+        self._cool(key, until, reason)
+        project = self._projects[key.project]
+        if until > project.cooling_until:
+            project.cooling_until, project.cool_reason = until, reason
+
+    def _learn(self, key: KeyState, failure: Failure) -> None:
+        project = self._projects[key.project]
+        limits = project.window.limits
+        if limits is None:
+            return
+        for violation in failure.violations:
+            dim, value = violation.dimension, violation.quota_value
+            if dim is None or value is None:
+                continue
+            configured = getattr(limits, dim)
+            if configured is not None and value < configured:
+                logger.warning(
+                    "Project %s: the server's %s limit is %d, below the configured %d; "
+                    "lowering it.", project.name, dim, value, configured,
+                )
+                limits = limits.lowered(dim, value)
+        project.window.limits = limits
+
+    def reset(self, index: int) -> None:
+        """Lift a quarantine or cooldown of one key (and its project's cooldown)."""
+        with self._lock:
+            key = self._key(index)
+            key.invalid_reason = None
+            key.cooling_until, key.cool_reason = 0.0, None
+            project = self._projects[key.project]
+            project.cooling_until, project.cool_reason = 0.0, None
+
+    # --- reporting --------------------------------------------------------------------------
+
+    def status(self, now: float) -> list[dict[str, Any]]:
+        """One dict per key, in index order (removed keys left out)."""
+        rows = []
+        with self._lock:
+            for key in self._keys:
+                if key.removed:
+                    continue
+                project = self._projects[key.project]
+                until = max(key.cooling_until, project.cooling_until)
+                if key.invalid_reason is not None:
+                    state, ready_in, reason = "invalid", None, key.invalid_reason
+                elif until > now:
+                    state, ready_in = "cooling", round(until - now, 3)
+                    reason = project.cool_reason if project.cooling_until >= key.cooling_until \
+                        else key.cool_reason
+                else:
+                    state, ready_in, reason = "ready", 0.0, None
+                rows.append(
+                    {
+                        "index": key.index,
+                        "fingerprint": key.fingerprint,
+                        "project": key.project,
+                        "state": state,
+                        "ready_in_s": ready_in,
+                        "requests": key.requests,
+                        "successes": key.successes,
+                        "rate_limited": key.rate_limited,
+                        "errors": key.errors,
+                        "reason": reason,
+                        "room": project.window.room(now),
+                    }
+                )
+        return rows
+
+    def project_of(self, index: int) -> str:
+        return self._keys[index].project
+
+    def fingerprint_of(self, index: int) -> str:
+        return self._keys[index].fingerprint

@@ -1,0 +1,749 @@
+"""``ChatGeminiPool``: a drop-in ``ChatGoogleGenerativeAI`` over a pool of API keys.
+
+The pool is itself a ``ChatGoogleGenerativeAI`` (so every helper that checks the type keeps
+working) whose calls go to one member model per key. Which key, and what happens after a
+failure, is decided by the scheduler and the request plan; this module only wires those
+decisions to the members and keeps ``_generate``/``_agenerate``/``_stream``/``_astream`` thin.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import itertools
+import json
+import logging
+import math
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.caches import BaseCache
+from langchain_core.globals import get_llm_cache
+from langchain_core.language_models import LanguageModelInput
+from langchain_core.load import dumps
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages.ai import UsageMetadata, add_usage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import RunnableConfig, ensure_config
+from langchain_google_genai import ChatGoogleGenerativeAI
+from pydantic import Field, PrivateAttr, SecretStr, model_validator
+from typing_extensions import Self
+
+from langchain_gemini_pool._clock import Clock, SystemClock
+from langchain_gemini_pool._failover import RequestPlan
+from langchain_gemini_pool._keys import (
+    KeyEntry,
+    load_api_keys,
+    mask_key,
+    normalize_keys,
+)
+from langchain_gemini_pool._members import Members
+from langchain_gemini_pool._quota import QuotaLimits
+from langchain_gemini_pool._scheduler import Pick, Scheduler
+
+logger = logging.getLogger("langchain_gemini_pool")
+
+_USER_KW = "_gemini_pool_user"
+_POOL_METADATA = ("key_index", "key_fingerprint", "project", "attempts")
+_DEFAULT_USER = "anonymous"
+
+
+@dataclass
+class _Call:
+    """What one pass through ``_generate_with_cache`` learned: who asked, whether we sent."""
+
+    user: str
+    sent: bool = False
+
+
+_CALL: contextvars.ContextVar[_Call | None] = contextvars.ContextVar("gemini_pool_call",
+                                                                      default=None)
+
+
+def _estimate_tokens(messages: Sequence[BaseMessage]) -> int:
+    """A cheap local estimate of input tokens (about four characters a token)."""
+    chars = 0
+    for message in messages:
+        content = message.content
+        if isinstance(content, str):
+            chars += len(content)
+        else:
+            for block in content:
+                if isinstance(block, str):
+                    chars += len(block)
+                elif isinstance(block, dict) and isinstance(block.get("text"), str):
+                    chars += len(block["text"])
+    return max(1, math.ceil(chars / 4))
+
+
+def _user_of(metadata: Mapping[str, Any] | None) -> str:
+    user = (metadata or {}).get("user_id")
+    return str(user) if user not in (None, "") else _DEFAULT_USER
+
+
+class ChatGeminiPool(ChatGoogleGenerativeAI):
+    """``ChatGoogleGenerativeAI`` over several Gemini API keys.
+
+    Requests rotate over the keys; a key that is rate limited cools down (with every key of
+    its project), a key Google rejects is quarantined, a server fault moves on to the next
+    key with backoff, and a request that cannot succeed is raised at once. Google's limits
+    apply per project, not per key: the pool spreads load and fails over across keys you
+    legitimately hold; it does not multiply quota.
+
+    Example:
+        ```python
+        from langchain_gemini_pool import ChatGeminiPool
+
+        llm = ChatGeminiPool(model="gemini-2.5-flash")  # keys from GEMINI_API_KEY_1, _2, ...
+        llm.invoke("Hello")
+        llm.pool_status()
+        ```
+    """
+
+    api_keys: Any = Field(default=None, repr=False, exclude=True)
+    """Keys: a list (each key its own project) or a mapping project -> keys. Default: loaded
+    from the environment and ``.env`` (see ``load_api_keys``)."""
+
+    env_file: str | None = Field(default=None, exclude=True)
+    """The ``.env`` file to read keys from (default: the nearest one upward from the cwd)."""
+
+    strategy: Literal["round_robin", "least_used"] = "round_robin"
+    """How to choose among ready keys."""
+
+    max_attempts: int | None = None
+    """Attempts that may end in a server fault per request (default: each key once, at
+    least 3). Rate-limit and bad-key failovers do not count."""
+
+    max_wait: float = 60.0
+    """Seconds a request may wait for a cooling key to free before
+    ``AllKeysRateLimitedError`` is raised."""
+
+    rate_limit_cooldown: float = 60.0
+    """Cooldown in seconds after a 429 that carries no RetryInfo."""
+
+    limits: Any = Field(default=None, exclude=True)
+    """Client-side quota: a ``QuotaLimits`` for every project, or ``{project: QuotaLimits}``."""
+
+    clock: Any = Field(default=None, exclude=True, repr=False)
+    """A ``Clock`` for cooldowns, windows and waits (default: the system clock)."""
+
+    ledger: Any = Field(default=None, exclude=True)
+    """A ``UsageLedger`` that records every request (default: an in-memory one)."""
+
+    usage_limits: Any = Field(default=None, exclude=True)
+    """``UsageLimits`` for every user, or ``{user_id: UsageLimits}``."""
+
+    _entries: list[KeyEntry] = PrivateAttr(default_factory=list)
+    _scheduler: Scheduler = PrivateAttr()
+    _members: Members = PrivateAttr()
+    _clock: Clock = PrivateAttr()
+    _ledger: Any = PrivateAttr(default=None)
+
+    # --- construction ----------------------------------------------------------------------
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_keys(cls, values: Any) -> Any:
+        if not isinstance(values, dict):
+            return values
+        values = dict(values)
+        if values.get("vertexai") or values.get("credentials") is not None:
+            raise ValueError(
+                "ChatGeminiPool pools Gemini Developer API keys; Vertex AI and credentials "
+                "are not supported. Use ChatGoogleGenerativeAI for Vertex AI."
+            )
+        api_keys = values.get("api_keys")
+        explicit = values.pop("google_api_key", None) or values.pop("api_key", None)
+        if api_keys is None:
+            api_keys = [explicit] if explicit else load_api_keys(values.get("env_file"))
+        elif isinstance(api_keys, str):
+            api_keys = api_keys.split(",")
+        entries = normalize_keys(api_keys)
+        values["api_keys"] = entries
+        values["google_api_key"] = entries[0].secret
+        values["vertexai"] = False
+        return values
+
+    @model_validator(mode="after")
+    def _build_pool(self) -> Self:
+        entries = cast("list[KeyEntry]", self.api_keys)
+        self.api_keys = None  # key text lives only in the members, never in a field
+        if self.max_wait < 0:
+            raise ValueError("max_wait must be a number of seconds >= 0.")
+        if self.max_attempts is not None and self.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1.")
+        limits = self.limits
+        if limits is not None and not isinstance(limits, QuotaLimits):
+            if not isinstance(limits, Mapping) or not all(
+                isinstance(v, QuotaLimits) for v in limits.values()
+            ):
+                raise TypeError(
+                    "limits must be a QuotaLimits or a mapping project name -> QuotaLimits."
+                )
+        self._clock = self.clock if self.clock is not None else SystemClock()
+        self._scheduler = Scheduler(self.strategy, limits, self.rate_limit_cooldown)
+        self._members = Members(self)
+        self._add_entries(entries)
+        self._ledger = self.ledger
+        if self._ledger is None and self.usage_limits is not None:
+            from langchain_gemini_pool._usage import UsageLedger  # noqa: PLC0415
+
+            self._ledger = UsageLedger.in_memory(clock=self._clock)
+        logger.info("Gemini API configured with %d API keys", len(entries))
+        return self
+
+    def _add_entries(self, entries: Sequence[KeyEntry]) -> list[int]:
+        known = self._members.secret_texts()
+        indices = []
+        for entry in entries:
+            if entry.secret.get_secret_value() in known:
+                logger.warning("Key %s is already in the pool; not added again.",
+                               entry.fingerprint)
+                continue
+            index = self._scheduler.add_key(entry.project, entry.fingerprint)
+            self._members.add(index, entry.secret)
+            indices.append(index)
+        return indices
+
+    @property
+    def _llm_type(self) -> str:
+        return "chat-gemini-pool"
+
+    @classmethod
+    def get_lc_namespace(cls) -> list[str]:
+        return ["langchain_gemini_pool", "chat_models"]
+
+    @property
+    def lc_secrets(self) -> dict[str, str]:
+        return {"google_api_key": "GOOGLE_API_KEY", "api_keys": "GEMINI_API_KEYS"}
+
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            "ChatGeminiPool holds API keys and cannot be pickled. Serialize it with "
+            "langchain_core.load.dumps (keys become secret references) or rebuild it."
+        )
+
+    # --- keys while serving ----------------------------------------------------------------
+
+    def add_keys(self, keys: Any) -> list[int]:
+        """Add keys (a list, or a mapping project -> keys); returns their new indices."""
+        return self._add_entries(normalize_keys(keys))
+
+    def remove_key(self, key_or_index: int | str | SecretStr) -> None:
+        """Remove a key, given by its index or its text. Its index is never reused."""
+        index = self._index_of(key_or_index)
+        self._scheduler.remove_key(index)
+        self._members.remove(index)
+
+    def reload_keys(self) -> dict[str, list[int]]:
+        """Re-read keys from the environment and ``.env``: add new ones, remove gone ones.
+
+        Keys that stay keep their index, counters and state.
+        """
+        fresh = {k.get_secret_value() for k in load_api_keys(self.env_file)}
+        current = self._members.secret_texts()
+        removed = []
+        for text in current - fresh:
+            index = self._members.index_of_text(text)
+            if index is not None:
+                self.remove_key(index)
+                removed.append(index)
+        added = self.add_keys([t for t in fresh if t not in current]) if fresh - current else []
+        return {"added": added, "removed": sorted(removed)}
+
+    def reset_key(self, key_or_index: int | str | SecretStr) -> None:
+        """Lift a quarantine or cooldown."""
+        self._scheduler.reset(self._index_of(key_or_index))
+
+    def _index_of(self, key_or_index: int | str | SecretStr) -> int:
+        if isinstance(key_or_index, bool):
+            raise TypeError("Give a key index (int) or the key text.")
+        if isinstance(key_or_index, int):
+            if key_or_index not in self._scheduler.active_indices():
+                raise KeyError(f"No key with index {key_or_index} in the pool.")
+            return key_or_index
+        text = (
+            key_or_index.get_secret_value()
+            if isinstance(key_or_index, SecretStr)
+            else key_or_index.strip()
+        )
+        index = self._members.index_of_text(text)
+        if index is None:
+            raise KeyError(f"The key {mask_key(text)} is not in the pool.")
+        return index
+
+    def pool_status(self) -> list[dict[str, Any]]:
+        """One dict per key: index, fingerprint, project, state, ready_in_s, requests,
+        successes, rate_limited, errors, reason, room."""
+        return self._scheduler.status(self._clock.now())
+
+    def overage(self, user_id: str = _DEFAULT_USER) -> dict[str, float]:
+        """For soft usage limits: each exceeded limit's name -> amount past it now."""
+        from langchain_gemini_pool._usage import compute_overage, resolve_limits  # noqa: PLC0415
+
+        limits = resolve_limits(self.usage_limits, user_id)
+        if limits is None or self._ledger is None:
+            return {}
+        return compute_overage(self._ledger, user_id, limits)
+
+    # --- shared decisions ------------------------------------------------------------------
+
+    def _plan(self, messages: Sequence[BaseMessage] | None, reserve: bool = True) -> RequestPlan:
+        tokens = _estimate_tokens(messages) if messages and self.limits is not None else 0
+        keys = len(self._scheduler.active_indices())
+        return RequestPlan(
+            self._scheduler,
+            self._clock.now,
+            max_attempts=self.max_attempts or max(3, keys),
+            max_wait=self.max_wait,
+            tokens=tokens,
+            reserve=reserve,
+        )
+
+    def _begin(self, user: str) -> None:
+        call = _CALL.get()
+        if call is not None:
+            call.sent = True
+        if self.usage_limits is not None and self._ledger is not None:
+            from langchain_gemini_pool._usage import check_usage, resolve_limits  # noqa: PLC0415
+
+            limits = resolve_limits(self.usage_limits, user)
+            if limits is not None:
+                check_usage(self._ledger, user, limits)
+
+    def _record(self, user: str, message: BaseMessage | None, error: BaseException | None,
+                *, cached: bool = False) -> None:
+        if self._ledger is None:
+            return
+        try:
+            self._ledger.record(message=message, error=error, user=user, model=self.model,
+                                cached=cached)
+        except Exception:  # the ledger must never break a request
+            logger.warning("Could not record usage in the ledger.", exc_info=True)
+
+    def _stamp(self, message: BaseMessage, pick: Pick, attempts: list[dict[str, Any]]) -> None:
+        message.response_metadata.update(
+            key_index=pick.index,
+            key_fingerprint=self._scheduler.fingerprint_of(pick.index),
+            project=self._scheduler.project_of(pick.index),
+            attempts=list(attempts),
+        )
+
+    def _rotated(self, pick: Pick) -> ChatGoogleGenerativeAI:
+        logger.debug("Rotated to API key index %d", pick.index)
+        return self._members.get(pick.index)
+
+    @staticmethod
+    def _user(run_manager: Any, kwargs: dict[str, Any]) -> str:
+        user = kwargs.pop(_USER_KW, None)
+        if user:
+            return str(user)
+        call = _CALL.get()
+        if run_manager is not None and getattr(run_manager, "metadata", None):
+            return _user_of(run_manager.metadata)
+        return call.user if call is not None else _DEFAULT_USER
+
+    # --- generate --------------------------------------------------------------------------
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        user = self._user(run_manager, kwargs)
+        self._begin(user)
+        plan = self._plan(messages)
+        try:
+            while True:
+                step = plan.next()
+                if not isinstance(step, Pick):
+                    self._clock.sleep(step)
+                    continue
+                try:
+                    result = self._rotated(step)._generate(
+                        messages, stop=stop, run_manager=run_manager, **kwargs
+                    )
+                except Exception as exc:
+                    pause = plan.failed(step, exc)
+                    if pause is None:
+                        raise
+                    self._clock.sleep(pause)
+                    continue
+                return self._finish(plan, step, result, user)
+        except Exception as exc:
+            self._record(user, None, exc)
+            raise
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        user = self._user(run_manager, kwargs)
+        self._begin(user)
+        plan = self._plan(messages)
+        try:
+            while True:
+                step = plan.next()
+                if not isinstance(step, Pick):
+                    await self._clock.asleep(step)
+                    continue
+                try:
+                    result = await self._rotated(step)._agenerate(
+                        messages, stop=stop, run_manager=run_manager, **kwargs
+                    )
+                except Exception as exc:
+                    pause = plan.failed(step, exc)
+                    if pause is None:
+                        raise
+                    await self._clock.asleep(pause)
+                    continue
+                return self._finish(plan, step, result, user)
+        except Exception as exc:
+            self._record(user, None, exc)
+            raise
+
+    def _finish(self, plan: RequestPlan, step: Pick, result: ChatResult, user: str) -> ChatResult:
+        message = result.generations[0].message
+        usage = getattr(message, "usage_metadata", None)
+        plan.succeeded(step, usage["input_tokens"] if usage else None)
+        for generation in result.generations:
+            self._stamp(generation.message, step, plan.attempts)
+        self._record(user, message, None)
+        return result
+
+    # --- stream ----------------------------------------------------------------------------
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        user = self._user(run_manager, kwargs)
+        self._begin(user)
+        plan = self._plan(messages)
+        try:
+            while True:
+                step = plan.next()
+                if not isinstance(step, Pick):
+                    self._clock.sleep(step)
+                    continue
+                chunks = self._rotated(step)._stream(
+                    messages, stop=stop, run_manager=run_manager, **kwargs
+                )
+                try:
+                    first = next(chunks, None)
+                except Exception as exc:
+                    pause = plan.failed(step, exc)
+                    if pause is None:
+                        raise
+                    self._clock.sleep(pause)
+                    continue
+                break
+        except Exception as exc:
+            self._record(user, None, exc)
+            raise
+        tally = _StreamTally(self, plan, step, user)
+        try:
+            for chunk in itertools.chain([first] if first is not None else [], chunks):
+                yield tally.see(chunk)
+        except Exception as exc:
+            tally.failed(exc)
+            raise
+        except GeneratorExit:
+            plan.cancelled(step)
+            raise
+        if (last := tally.done()) is not None:
+            yield last
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        user = self._user(run_manager, kwargs)
+        self._begin(user)
+        plan = self._plan(messages)
+        try:
+            while True:
+                step = plan.next()
+                if not isinstance(step, Pick):
+                    await self._clock.asleep(step)
+                    continue
+                chunks = self._rotated(step)._astream(
+                    messages, stop=stop, run_manager=run_manager, **kwargs
+                )
+                try:
+                    first = await anext(chunks, None)
+                except Exception as exc:
+                    pause = plan.failed(step, exc)
+                    if pause is None:
+                        raise
+                    await self._clock.asleep(pause)
+                    continue
+                break
+        except Exception as exc:
+            self._record(user, None, exc)
+            raise
+        tally = _StreamTally(self, plan, step, user)
+        try:
+            if first is not None:
+                yield tally.see(first)
+                async for chunk in chunks:
+                    yield tally.see(chunk)
+        except Exception as exc:
+            tally.failed(exc)
+            raise
+        except GeneratorExit:
+            plan.cancelled(step)
+            raise
+        if (last := tally.done()) is not None:
+            yield last
+
+    # --- cache -----------------------------------------------------------------------------
+
+    def _generate_with_cache(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        call = _Call(_user_of(run_manager.metadata if run_manager else None))
+        token = _CALL.set(call)
+        try:
+            result = super()._generate_with_cache(messages, stop, run_manager, **kwargs)
+        finally:
+            _CALL.reset(token)
+        return result if call.sent else self._cache_hit(result, call.user)
+
+    async def _agenerate_with_cache(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        call = _Call(_user_of(run_manager.metadata if run_manager else None))
+        token = _CALL.set(call)
+        try:
+            result = await super()._agenerate_with_cache(messages, stop, run_manager, **kwargs)
+        finally:
+            _CALL.reset(token)
+        return result if call.sent else self._cache_hit(result, call.user)
+
+    def _cache_hit(self, result: ChatResult, user: str) -> ChatResult:
+        """Mark a result served from the cache: no key served it, nothing was billed."""
+        for generation in result.generations:
+            metadata = {
+                k: v for k, v in generation.message.response_metadata.items()
+                if k not in _POOL_METADATA
+            }
+            metadata["cache_hit"] = True
+            generation.message = generation.message.model_copy(
+                update={"response_metadata": metadata}
+            )
+        if result.generations:
+            self._record(user, result.generations[0].message, None, cached=True)
+        return result
+
+    def _active_cache(self) -> BaseCache | None:
+        if self.cache is False:
+            return None
+        if isinstance(self.cache, BaseCache):
+            return self.cache
+        return get_llm_cache()
+
+    def _cache_address(
+        self, input: LanguageModelInput, stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> tuple[str, str]:
+        """The (prompt, llm_string) pair LangChain's generate path uses for ``input``."""
+        messages = self._convert_input(input).to_messages()
+        normalized = [
+            m.model_copy(update={"id": None}) if getattr(m, "id", None) is not None else m
+            for m in messages
+        ]
+        return dumps(normalized), self._get_llm_string(stop=stop, **kwargs)
+
+    @staticmethod
+    def _cached(cache: BaseCache, prompt: str, llm_string: str) -> bool:
+        peek = getattr(cache, "peek", None)
+        value = peek(prompt, llm_string) if callable(peek) else cache.lookup(prompt, llm_string)
+        return isinstance(value, list) and bool(value)
+
+    def stream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> Iterator[AIMessageChunk]:
+        """Stream as ``ChatGoogleGenerativeAI`` does, but served from and stored in the cache."""
+        config = ensure_config(config)
+        cache = self._active_cache()
+        address = self._cache_address(input, stop, kwargs) if cache is not None else None
+        if cache is not None and address is not None and self._cached(cache, *address):
+            yield from _replay(self.invoke(input, config, stop=stop, **kwargs))
+            return
+        user = _user_of(config.get("metadata"))
+        collected: list[AIMessageChunk] = []
+        for chunk in super().stream(input, config, stop=stop, **{**kwargs, _USER_KW: user}):
+            collected.append(chunk)
+            yield chunk
+        if cache is not None and address is not None and collected:
+            _store(cache, address, collected)
+
+    async def astream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[AIMessageChunk]:
+        """Async ``stream``, served from and stored in the cache."""
+        config = ensure_config(config)
+        cache = self._active_cache()
+        address = self._cache_address(input, stop, kwargs) if cache is not None else None
+        if cache is not None and address is not None and self._cached(cache, *address):
+            for chunk in _replay(await self.ainvoke(input, config, stop=stop, **kwargs)):
+                yield chunk
+            return
+        user = _user_of(config.get("metadata"))
+        collected: list[AIMessageChunk] = []
+        async for chunk in super().astream(input, config, stop=stop,
+                                           **{**kwargs, _USER_KW: user}):
+            collected.append(chunk)
+            yield chunk
+        if cache is not None and address is not None and collected:
+            _store(cache, address, collected)
+
+    # --- other calls that use a key --------------------------------------------------------
+
+    def get_num_tokens(self, text: str) -> int:
+        """Count tokens with the model's tokenizer, on the next key in the rotation."""
+        plan = self._plan(None, reserve=False)
+        while True:
+            step = plan.next()
+            if not isinstance(step, Pick):
+                self._clock.sleep(step)
+                continue
+            try:
+                count = self._rotated(step).get_num_tokens(text)
+            except Exception as exc:
+                pause = plan.failed(step, exc)
+                if pause is None:
+                    raise
+                self._clock.sleep(pause)
+                continue
+            plan.succeeded(step, None)
+            return count
+
+    async def aclose(self) -> None:
+        """Close every member's transports (call before the event loop used exits)."""
+        await self._members.aclose()
+        await super().aclose()
+
+
+class _StreamTally:
+    """Follows one stream after its first chunk: stamps the final chunk, totals usage."""
+
+    def __init__(self, pool: ChatGeminiPool, plan: RequestPlan, step: Pick, user: str) -> None:
+        self._pool, self._plan, self._step, self._user = pool, plan, step, user
+        self._usage: UsageMetadata | None = None
+        self._model_name: str | None = None
+        self._stamped = False
+
+    def _final_attempts(self) -> list[dict[str, Any]]:
+        return [*self._plan.attempts, {"key_index": self._step.index,
+                                       "project": self._pool._scheduler.project_of(
+                                           self._step.index),
+                                       "outcome": "ok"}]
+
+    def see(self, chunk: ChatGenerationChunk) -> ChatGenerationChunk:
+        message = chunk.message
+        usage = getattr(message, "usage_metadata", None)
+        if usage:
+            self._usage = usage if self._usage is None else add_usage(self._usage, usage)
+        name = message.response_metadata.get("model_name")
+        if isinstance(name, str):
+            self._model_name = name
+        if (chunk.generation_info or {}).get("finish_reason") and not self._stamped:
+            self._pool._stamp(message, self._step, self._final_attempts())
+            self._stamped = True
+        return chunk
+
+    def failed(self, exc: BaseException) -> None:
+        self._plan.failed_after_output(self._step, exc)
+        self._pool._record(self._user, None, exc)
+
+    def done(self) -> ChatGenerationChunk | None:
+        """Close the stream's books; returns a final empty chunk if none was stamped yet."""
+        self._plan.succeeded(self._step, self._usage["input_tokens"] if self._usage else None)
+        extra: ChatGenerationChunk | None = None
+        if not self._stamped:
+            extra = ChatGenerationChunk(message=AIMessageChunk(content="", chunk_position="last"))
+            self._pool._stamp(extra.message, self._step, self._plan.attempts)
+        summary = AIMessage(content="", usage_metadata=self._usage,
+                            response_metadata={"model_name": self._model_name,
+                                               "key_index": self._step.index,
+                                               "project": self._pool._scheduler.project_of(
+                                                   self._step.index),
+                                               "attempts": self._plan.attempts})
+        self._pool._record(self._user, summary, None)
+        return extra
+
+
+def _replay(message: BaseMessage) -> Iterator[AIMessageChunk]:
+    """A cached message as chunks: its text in pieces, then a last chunk with the rest."""
+    content = message.content
+    pieces: list[str] = []
+    if isinstance(content, str) and content:
+        words = content.split(" ")
+        step = max(1, math.ceil(len(words) / 4))
+        pieces = [" ".join(words[i:i + step]) for i in range(0, len(words), step)]
+        pieces = [p + (" " if i < len(pieces) - 1 else "") for i, p in enumerate(pieces)]
+    for piece in pieces:
+        yield AIMessageChunk(content=piece, id=message.id)
+    ai = message if isinstance(message, AIMessage) else AIMessage(content=message.content)
+    yield AIMessageChunk(
+        content="" if pieces or isinstance(content, str) else content,
+        id=message.id,
+        tool_call_chunks=[
+            {"name": c["name"], "args": json.dumps(c["args"]), "id": c.get("id"),
+             "index": i, "type": "tool_call_chunk"}
+            for i, c in enumerate(ai.tool_calls)
+        ],
+        usage_metadata=ai.usage_metadata,
+        response_metadata=dict(message.response_metadata),
+        chunk_position="last",
+    )
+
+
+def _store(cache: BaseCache, address: tuple[str, str], chunks: list[AIMessageChunk]) -> None:
+    """Store a completed stream in the cache as one message, as ``invoke`` would have."""
+    merged = chunks[0]
+    for chunk in chunks[1:]:
+        merged = merged + chunk
+    message = AIMessage(
+        content=merged.content,
+        tool_calls=merged.tool_calls,
+        usage_metadata=merged.usage_metadata,
+        response_metadata=dict(merged.response_metadata),
+        additional_kwargs=dict(merged.additional_kwargs),
+        id=merged.id,
+    )
+    try:
+        cache.update(*address, [ChatGeneration(message=message)])
+    except Exception:
+        logger.warning("Could not store a completed stream in the cache.", exc_info=True)
