@@ -14,6 +14,8 @@ from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, LLMResult
+from langchain_core.runnables import RunnableConfig
+from pydantic import Field
 
 from langchain_gemini_pool import (
     DEFAULT_PRICES,
@@ -54,7 +56,7 @@ def served(
     """A final message as the pool returns it: served by ``key`` after the ``before`` attempts."""
     return AIMessage(
         content="hi",
-        usage_metadata=usage(**tokens),  # type: ignore[arg-type]
+        usage_metadata=usage(**tokens),
         response_metadata={
             "model_name": model,
             "key_index": key,
@@ -76,7 +78,8 @@ def failure(*attempts: dict[str, Any]) -> RuntimeError:
 
 def test_cost_of_flash_counts_cached_and_thinking_tokens() -> None:
     # 1000 prompt tokens of which 400 cached; 300 output of which 200 thinking.
-    cost = estimate_cost("gemini-2.5-flash", usage(inp=1000, out=300, reasoning=200, cache_read=400))
+    tokens = usage(inp=1000, out=300, reasoning=200, cache_read=400)
+    cost = estimate_cost("gemini-2.5-flash", tokens)
     assert cost == pytest.approx((600 * 0.30 + 400 * 0.03 + 300 * 2.50) / 1e6)
 
 
@@ -188,7 +191,7 @@ def test_cache_hit_counts_only_under_total_user_and_model() -> None:
 
 def test_langchain_cache_marker_is_a_cache_hit_too() -> None:
     msg = served()
-    msg.usage_metadata = {**usage(), "total_cost": 0}  # type: ignore[typeddict-unknown-key]
+    msg.usage_metadata = {**usage(), "total_cost": 0}  # type: ignore[assignment]
     assert usage_record(msg, user="u").outcome == "cached"
 
 
@@ -235,7 +238,7 @@ class FakePool(BaseChatModel):
     """A chat model answering like ChatGeminiPool: final message carries usage and attempts."""
 
     model: str = "gemini-2.5-flash"
-    script: list[Any] = []
+    script: list[Any] = Field(default_factory=list)
     """Per call: a (key, project) pair to serve from, or an exception to raise."""
     calls: int = 0
 
@@ -248,7 +251,7 @@ class FakePool(BaseChatModel):
         self.calls += 1
         if isinstance(item, BaseException):
             raise item
-        return item  # type: ignore[no-any-return]
+        return item
 
     def _generate(
         self,
@@ -279,7 +282,7 @@ class FakePool(BaseChatModel):
         )
 
 
-def alice() -> dict[str, Any]:
+def alice() -> RunnableConfig:
     return {"metadata": {"user_id": "alice"}}
 
 
@@ -390,7 +393,10 @@ async def test_handler_is_exact_under_asyncio_concurrency() -> None:
     pool = FakePool(script=[(0, "p0"), (1, "p1"), (2, "p0")])
     with get_gemini_usage_callback() as cb:
         await asyncio.gather(
-            *(pool.ainvoke(str(i), config={"metadata": {"user_id": f"u{i % 5}"}}) for i in range(300))
+            *(
+                pool.ainvoke(str(i), config={"metadata": {"user_id": f"u{i % 5}"}})
+                for i in range(300)
+            ),
         )
     assert cb.total.requests == 300
     assert {k: v.requests for k, v in cb.by_key.items()} == {0: 100, 1: 100, 2: 100}
