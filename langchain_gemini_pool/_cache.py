@@ -242,7 +242,7 @@ class GeminiDiskCache(BaseCache):
                     "can be (retried every %.0f s)",
                     self._directory,
                     type(exc).__name__,
-                    exc,
+                    str(exc),
                     _REOPEN_EVERY,
                 )
                 return None
@@ -274,7 +274,9 @@ class GeminiDiskCache(BaseCache):
         try:
             text, expires_at = store.get(key, default=None, tag=True)
         except _STORAGE_ERRORS as exc:
-            self._warn("read", "lookup failed, treated as a miss (%s: %s)", type(exc).__name__, exc)
+            self._warn(
+                "read", "lookup failed, treated as a miss (%s: %s)", type(exc).__name__, str(exc)
+            )
             return None
         except ValueError as exc:  # undecodable value file, or a pickle row refused
             text, expires_at = exc, None
@@ -293,7 +295,7 @@ class GeminiDiskCache(BaseCache):
                 "decode",
                 "unreadable entry dropped, treated as a miss (%s: %s)",
                 type(exc).__name__,
-                exc,
+                str(exc),
             )
             self._delete(store, key)
             return None
@@ -303,7 +305,7 @@ class GeminiDiskCache(BaseCache):
         try:
             store.delete(key)
         except _STORAGE_ERRORS as exc:
-            logger.debug("GeminiDiskCache: could not delete a bad entry (%s)", exc)
+            logger.debug("GeminiDiskCache: could not delete a bad entry (%s)", str(exc))
 
     def lookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
         """Look up a response, counting a hit or a miss.
@@ -352,13 +354,13 @@ class GeminiDiskCache(BaseCache):
         try:
             text = dumps(list(return_val))
         except Exception as exc:  # a value that cannot be serialised is simply not cached
-            self._warn("encode", "response not cached (%s: %s)", type(exc).__name__, exc)
+            self._warn("encode", "response not cached (%s: %s)", type(exc).__name__, str(exc))
             return
         expires_at = None if self._ttl is None else self._clock.now() + self._ttl
         try:
             store.set(entry_key(prompt, llm_string), text, expire=self._ttl, tag=expires_at)
         except _STORAGE_ERRORS as exc:
-            self._warn("write", "response not cached (%s: %s)", type(exc).__name__, exc)
+            self._warn("write", "response not cached (%s: %s)", type(exc).__name__, str(exc))
 
     def clear(self, **kwargs: Any) -> None:
         """Remove every entry in the directory (for every process sharing it).
@@ -371,7 +373,7 @@ class GeminiDiskCache(BaseCache):
         try:
             store.clear()
         except _STORAGE_ERRORS as exc:
-            self._warn("clear", "clear failed (%s: %s)", type(exc).__name__, exc)
+            self._warn("clear", "clear failed (%s: %s)", type(exc).__name__, str(exc))
 
     # -- async ---------------------------------------------------------------------------
 
@@ -417,7 +419,7 @@ class GeminiDiskCache(BaseCache):
                 entries = len(store)
                 size = int(store.volume())
             except _STORAGE_ERRORS as exc:
-                self._warn("stats", "stats unavailable (%s: %s)", type(exc).__name__, exc)
+                self._warn("stats", "stats unavailable (%s: %s)", type(exc).__name__, str(exc))
         return {**counts, "entries": entries, "bytes": size}
 
     def close(self) -> None:
