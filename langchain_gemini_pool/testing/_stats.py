@@ -1,0 +1,76 @@
+"""Ground-truth counters of what the emulator received and served, per key and per project.
+
+Counted per generate request (``generateContent`` and ``streamGenerateContent``):
+``requests`` (every one received, refused or not), ``ok`` (served in full), ``rate_limited``
+(429), ``client_errors`` (other 4xx), ``server_errors`` (5xx, injected or not, and streams cut
+by an error event), ``resets`` (connections dropped without a response).
+
+Tokens are billed only for what was served: a full reply bills its ``usageMetadata``; a stream
+cut after k chunks bills the running totals of the k-th chunk it sent (nothing if k is 0).
+Keys are known only by ``mask_key(key)``; a key no project holds has ``"project": None``.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+OUTCOMES = ("ok", "rate_limited", "client_errors", "server_errors", "resets")
+TOKENS = ("prompt_tokens", "candidates_tokens", "thoughts_tokens", "total_tokens")
+FIELDS = ("requests", *OUTCOMES, *TOKENS)
+
+
+def _zero() -> dict[str, int]:
+    return dict.fromkeys(FIELDS, 0)
+
+
+class Stats:
+    """Thread-safe counters; :meth:`snapshot` gives the ``server.stats()`` JSON."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._keys: dict[str, dict[str, Any]] = {}
+        self._projects: dict[str, dict[str, int]] = {}
+        self._total = _zero()
+
+    def record(
+        self,
+        fingerprint: str | None,
+        project: str | None,
+        outcome: str,
+        usage: dict[str, Any] | None = None,
+    ) -> None:
+        """Count one generate request with ``outcome`` (one of ``OUTCOMES``) and its usage."""
+        delta = _zero()
+        delta["requests"] = 1
+        delta[outcome] = 1
+        if usage:
+            delta["prompt_tokens"] = int(usage.get("promptTokenCount", 0))
+            delta["candidates_tokens"] = int(usage.get("candidatesTokenCount", 0))
+            delta["thoughts_tokens"] = int(usage.get("thoughtsTokenCount", 0))
+            delta["total_tokens"] = int(usage.get("totalTokenCount", 0))
+        with self._lock:
+            rows: list[dict[str, Any]] = [self._total]
+            if fingerprint is not None:
+                rows.append(self._keys.setdefault(fingerprint, {**_zero(), "project": project}))
+            if project is not None:
+                rows.append(self._projects.setdefault(project, _zero()))
+            for row in rows:
+                for name, value in delta.items():
+                    row[name] += value
+
+    def snapshot(self) -> dict[str, Any]:
+        """``{"keys": {fp: {..., "project": p}}, "projects": {p: {...}}, "total": {...}}``."""
+        with self._lock:
+            return {
+                "keys": {fp: dict(row) for fp, row in self._keys.items()},
+                "projects": {p: dict(row) for p, row in self._projects.items()},
+                "total": dict(self._total),
+            }
+
+    def reset(self) -> None:
+        """Forget every count."""
+        with self._lock:
+            self._keys.clear()
+            self._projects.clear()
+            self._total = _zero()
