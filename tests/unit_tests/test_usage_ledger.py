@@ -1,0 +1,347 @@
+"""The usage ledger (periods, persistence across instances and processes) and usage limits."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_core.exceptions import ModelRateLimitError
+from langchain_core.messages import AIMessage
+
+from langchain_gemini_pool import (
+    ManualClock,
+    UsageLedger,
+    UsageLimitExceededError,
+    UsageLimits,
+    check_usage,
+    compute_overage,
+    mask_key,
+    resolve_limits,
+)
+
+UTC = timezone.utc
+FAKE_KEY = "AIzaSyFAKE-not-a-real-key-0123456789wxyz"
+
+
+def served(key: int = 0, project: str = "p0", tokens: int = 100, **extra: Any) -> AIMessage:
+    """A pool answer: ``tokens`` total (80 in, 20 out), served by ``key`` on the first attempt."""
+    return AIMessage(
+        content="ok",
+        usage_metadata={
+            "input_tokens": tokens - 20,
+            "output_tokens": 20,
+            "total_tokens": tokens,
+        },
+        response_metadata={
+            "model_name": "gemini-2.5-flash",
+            "key_index": key,
+            "key_fingerprint": mask_key(FAKE_KEY),
+            "project": project,
+            "attempts": [{"key_index": key, "project": project, "outcome": "ok"}],
+            **extra,
+        },
+    )
+
+
+def cache_hit() -> AIMessage:
+    return AIMessage(
+        content="ok", response_metadata={"cache_hit": True, "model_name": "gemini-2.5-flash"}
+    )
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(datetime(2026, 1, 31, 23, 58, tzinfo=UTC))
+
+
+# -- periods ------------------------------------------------------------------------------------
+
+
+def test_day_and_month_roll_over_at_utc_midnight_and_month_end(clock: ManualClock) -> None:
+    ledger = UsageLedger.in_memory(clock=clock)
+    ledger.record(served(tokens=100), user="alice")
+    clock.advance(180)  # 2026-02-01 00:01 UTC: a new day and a new month
+    ledger.record(served(tokens=50), user="alice")
+    assert ledger.totals(user="alice", period="day").total_tokens == 50
+    assert ledger.totals(user="alice", period="month").total_tokens == 50
+    assert ledger.totals(user="alice", period="all").total_tokens == 150
+    jan = datetime(2026, 1, 15, tzinfo=UTC)
+    assert ledger.totals(user="alice", period="month", at=jan).total_tokens == 100
+    clock.set(datetime(2026, 2, 28, 12, tzinfo=UTC))
+    assert ledger.totals(user="alice", period="day").requests == 0
+    assert ledger.totals(user="alice", period="month").requests == 1
+
+
+def test_periods_follow_the_given_time_zone(clock: ManualClock) -> None:
+    clock.set(datetime(2026, 3, 1, 5, 0, tzinfo=UTC))  # still Feb 28, 21:00 in Los Angeles
+    utc = UsageLedger.in_memory(clock=clock)
+    pacific = UsageLedger.in_memory(tz="America/Los_Angeles", clock=clock)
+    for ledger in (utc, pacific):
+        ledger.record(served())
+    feb = datetime(2026, 2, 10, tzinfo=UTC)
+    assert utc.totals(period="month", at=feb).requests == 0
+    assert pacific.totals(period="month", at=feb).requests == 1
+    assert pacific.period_end("day") == datetime(2026, 3, 1, 8, tzinfo=UTC).timestamp()
+    assert utc.period_end("month") == datetime(2026, 4, 1, tzinfo=UTC).timestamp()
+    assert utc.period_end("all") is None
+
+
+def test_bad_arguments_get_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="Unknown time zone 'Mars/Olympus'"):
+        UsageLedger.in_memory(tz="Mars/Olympus")
+    ledger = UsageLedger.in_memory()
+    with pytest.raises(ValueError, match="at most one of user, key_index, project, model"):
+        ledger.totals(user="a", model="m")
+    with pytest.raises(ValueError, match="period must be 'day', 'month' or 'all'"):
+        ledger.totals(period="week")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="user must be a non-empty string"):
+        ledger.record(served(), user="  ")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(ValueError, match="Cannot open the usage ledger directory"):
+        UsageLedger(blocker / "ledger")
+
+
+def test_filters_and_breakdown(clock: ManualClock) -> None:
+    ledger = UsageLedger.in_memory(clock=clock)
+    retried = served(2, "pB")
+    retried.response_metadata["attempts"] = [
+        {"key_index": 0, "project": "pA", "outcome": "rate_limited"},
+        {"key_index": 2, "project": "pB", "outcome": "ok"},
+    ]
+    ledger.record(retried, user="alice", model="models/gemini-2.5-flash")
+    ledger.record(served(0, "pA"), user="bob")
+    ledger.record(cache_hit(), user="bob")
+    assert ledger.totals().requests == 3
+    assert ledger.totals().attempts == 3
+    assert ledger.totals(key_index=0).attempts == 2
+    assert ledger.totals(key_index=0).successful_requests == 1
+    assert ledger.totals(key_index=2).total_tokens == 100
+    assert ledger.totals(project="pA").total_tokens == 100
+    assert ledger.totals(model="gemini-2.5-flash").requests == 3
+    assert ledger.totals(user="bob").cached_requests == 1
+    groups = ledger.breakdown("day")
+    assert set(groups) == {"total", "user", "model", "key", "project"}
+    assert set(groups["key"]) == {"0", "2"}
+    assert groups["user"]["alice"].attempts == 2
+
+
+def test_failed_request_is_recorded_without_tokens(clock: ManualClock) -> None:
+    ledger = UsageLedger.in_memory(clock=clock)
+    err = RuntimeError("every key failed")
+    err.gemini_pool_attempts = [  # type: ignore[attr-defined]
+        {"key_index": 1, "project": "p1", "outcome": "server_fault"},
+        {"key_index": 1, "project": "p1", "outcome": "server_fault"},
+    ]
+    ledger.record(error=err, user="carol", model="gemini-2.5-flash")
+    t = ledger.totals(key_index=1)
+    assert (t.requests, t.attempts, t.failed_requests, t.total_tokens) == (1, 2, 1, 0)
+    assert ledger.totals(user="carol").failed_requests == 1
+
+
+def test_in_memory_ledger_is_exact_under_threads() -> None:
+    ledger = UsageLedger.in_memory()
+
+    def work(n: int) -> None:
+        for i in range(100):
+            ledger.record(served(i % 3, f"p{i % 3}"), user=f"u{n}")
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert ledger.totals().requests == 800
+    assert ledger.totals(user="u3").total_tokens == 100 * 100
+    assert sum(ledger.totals(key_index=k).attempts for k in range(3)) == 800
+
+
+# -- on disk ------------------------------------------------------------------------------------
+
+
+def test_two_ledgers_on_one_directory_share_totals(tmp_path: Path, clock: ManualClock) -> None:
+    first = UsageLedger(tmp_path, clock=clock)
+    second = UsageLedger(tmp_path, clock=clock)
+    first.record(served(tokens=100), user="alice")
+    second.record(served(tokens=40), user="alice")
+    assert first.totals(user="alice").total_tokens == 140
+    first.close()
+    second.close()
+    with UsageLedger(tmp_path, clock=clock) as reopened:
+        assert reopened.totals(user="alice", period="day").requests == 2
+        assert reopened.totals(key_index=0).cost_usd == pytest.approx(
+            2 * (20 * 2.50) / 1e6 + (80 + 20) * 0.30 / 1e6
+        )
+
+
+def test_default_directory_honours_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GEMINI_POOL_LEDGER_DIR", str(tmp_path / "ledger"))
+    ledger = UsageLedger()
+    ledger.record(served())
+    assert ledger.directory == tmp_path / "ledger"
+    assert any((tmp_path / "ledger").iterdir())
+    assert "ledger" in repr(ledger)
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    from langchain_core.messages import AIMessage
+    from langchain_gemini_pool import UsageLedger
+
+    ledger = UsageLedger(sys.argv[1])
+    for i in range(int(sys.argv[2])):
+        ledger.record(AIMessage(content="x",
+            usage_metadata={"input_tokens": 8, "output_tokens": 2, "total_tokens": 10},
+            response_metadata={"model_name": "gemini-2.5-flash", "key_index": i % 2,
+                               "project": "p", "attempts": [
+                                   {"key_index": i % 2, "project": "p", "outcome": "ok"}]}),
+            user=sys.argv[3])
+    """
+)
+
+
+def test_processes_update_one_ledger_atomically(tmp_path: Path) -> None:
+    writers = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), "60", f"proc{n}"])  # noqa: S603
+        for n in range(2)
+    ]
+    ledger = UsageLedger(tmp_path)
+    for _ in range(60):
+        ledger.record(served(tokens=10), user="parent")
+    assert [w.wait(timeout=120) for w in writers] == [0, 0]
+    assert ledger.totals().requests == 180
+    assert ledger.totals().total_tokens == 1800
+    assert ledger.totals(user="proc1", period="month").requests == 60
+    assert ledger.totals(key_index=1).requests == 60
+
+
+def test_no_key_text_reaches_the_ledger_files(tmp_path: Path) -> None:
+    ledger = UsageLedger(tmp_path)
+    ledger.record(served(api_key_echo=FAKE_KEY), user="alice")
+    err = RuntimeError(f"request with key {FAKE_KEY} failed")
+    err.gemini_pool_attempts = [  # type: ignore[attr-defined]
+        {"key_index": 0, "project": "p0", "outcome": "bad_key"}
+    ]
+    ledger.record(error=err, user="alice")
+    ledger.close()
+    blobs = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
+    assert b"alice" in blobs  # the files were read, and hold what they should
+    assert FAKE_KEY.encode() not in blobs
+    assert FAKE_KEY[-12:].encode() not in blobs
+    with sqlite3.connect(tmp_path / "cache.db") as db:
+        rows = db.execute("SELECT key, value, mode FROM Cache").fetchall()
+    assert rows
+    for key, value, mode in rows:  # JSON text keys and values, nothing pickled (mode 4)
+        assert mode != 4
+        assert json.loads(key)[2] in {"total", "user", "model", "key", "project"}
+        assert "requests" in json.loads(value)
+
+
+# -- limits -------------------------------------------------------------------------------------
+
+
+def test_hard_token_limit_refuses_at_the_limit_until_the_next_day(clock: ManualClock) -> None:
+    ledger = UsageLedger.in_memory(clock=clock)
+    limits = UsageLimits(tokens_per_day=300)
+    for _ in range(2):
+        check_usage(ledger, "alice", limits)
+        ledger.record(served(tokens=150), user="alice")
+    with pytest.raises(UsageLimitExceededError) as caught:
+        check_usage(ledger, "alice", limits)
+    err = caught.value
+    assert (err.limit_name, err.current, err.limit, err.user) == (
+        "tokens_per_day",
+        300,
+        300,
+        "alice",
+    )
+    assert "'alice'" in str(err)
+    assert "tokens_per_day" in str(err)
+    assert "300" in str(err)
+    assert err.resets_at == datetime(2026, 2, 1, tzinfo=UTC).timestamp()
+    check_usage(ledger, "bob", limits)  # limits are per user
+    clock.advance(180)  # past midnight: a new day
+    check_usage(ledger, "alice", limits)
+
+
+def test_limit_error_is_a_non_retryable_rate_limit_and_pickles() -> None:
+    err = UsageLimitExceededError(limit_name="cost_per_month", current=2.5, limit=2.0, user="u")
+    assert isinstance(err, ModelRateLimitError)
+    assert err.is_retryable is False
+    again = pickle.loads(pickle.dumps(err))  # noqa: S301 - our own object, round-tripped
+    assert (again.limit_name, again.current, again.user) == ("cost_per_month", 2.5, "u")
+    assert str(again) == str(err)
+
+
+def test_requests_per_day_ignores_cache_hits_and_refusals(clock: ManualClock) -> None:
+    ledger = UsageLedger.in_memory(clock=clock)
+    limits = UsageLimits(requests_per_day=2)
+    ledger.record(served(), user="alice")
+    for _ in range(5):
+        ledger.record(cache_hit(), user="alice")
+    check_usage(ledger, "alice", limits)
+    ledger.record(served(), user="alice")
+    with pytest.raises(UsageLimitExceededError) as caught:
+        check_usage(ledger, "alice", limits)
+    ledger.record(error=caught.value, user="alice")
+    assert ledger.totals(user="alice").refused_requests == 1
+    assert compute_overage(ledger, "alice", limits) == {}
+
+
+def test_cost_and_monthly_limits(clock: ManualClock) -> None:
+    ledger = UsageLedger.in_memory(clock=clock)
+    ledger.record(served(tokens=1_000_020), user="alice")  # 1M input tokens: $0.30 + output
+    cost = ledger.totals(user="alice", period="month").cost_usd
+    assert cost == pytest.approx(0.30 + 20 * 2.50 / 1e6)
+    with pytest.raises(UsageLimitExceededError, match="cost_per_month"):
+        check_usage(ledger, "alice", UsageLimits(cost_per_month=0.25))
+    check_usage(ledger, "alice", UsageLimits(cost_per_month=0.40, tokens_per_month=2_000_000))
+    clock.advance(180)  # February: a new month
+    check_usage(ledger, "alice", UsageLimits(cost_per_month=0.25))
+
+
+def test_soft_limits_let_requests_through_and_report_overage(clock: ManualClock) -> None:
+    ledger = UsageLedger.in_memory(clock=clock)
+    soft = UsageLimits(tokens_per_month=200, requests_per_day=1, tokens_per_day=1000, hard=False)
+    for _ in range(3):
+        check_usage(ledger, "alice", soft)
+        ledger.record(served(tokens=80), user="alice")
+    assert compute_overage(ledger, "alice", soft) == {
+        "tokens_per_month": 40,
+        "requests_per_day": 2,
+    }
+    assert compute_overage(ledger, "alice", None) == {}
+    hard = UsageLimits(tokens_per_month=200)
+    assert compute_overage(ledger, "alice", hard) == {"tokens_per_month": 40}
+
+
+def test_resolve_limits() -> None:
+    everyone = UsageLimits(tokens_per_day=10)
+    vip = UsageLimits(tokens_per_day=1000)
+    assert resolve_limits(everyone, "x") is everyone
+    assert resolve_limits(None, "x") is None
+    assert resolve_limits({"vip": vip, "*": everyone}, "vip") is vip
+    assert resolve_limits({"vip": vip, "*": everyone}, "x") is everyone
+    assert resolve_limits({"vip": vip}, "x") is None
+    with pytest.raises(TypeError, match="usage_limits must be a UsageLimits"):
+        resolve_limits(42, "x")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"usage_limits\['x'\] must be a UsageLimits"):
+        resolve_limits({"x": {"tokens_per_day": 1}}, "x")  # type: ignore[dict-item]
+
+
+@pytest.mark.parametrize("bad", [-1, float("nan"), "100", True])
+def test_limit_values_are_validated(bad: Any) -> None:
+    with pytest.raises(ValueError, match=r"UsageLimits\.tokens_per_day must be a non-negative"):
+        UsageLimits(tokens_per_day=bad)
