@@ -370,7 +370,8 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
                     pause = plan.failed(step, exc)
                     if pause is None:
                         raise
-                    self._clock.sleep(pause)
+                    if pause:
+                        self._clock.sleep(pause)
                     continue
                 return self._finish(plan, step, result, user)
         except Exception as exc:
@@ -401,7 +402,8 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
                     pause = plan.failed(step, exc)
                     if pause is None:
                         raise
-                    await self._clock.asleep(pause)
+                    if pause:
+                        await self._clock.asleep(pause)
                     continue
                 return self._finish(plan, step, result, user)
         except Exception as exc:
@@ -444,7 +446,8 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
                     pause = plan.failed(step, exc)
                     if pause is None:
                         raise
-                    self._clock.sleep(pause)
+                    if pause:
+                        self._clock.sleep(pause)
                     continue
                 break
         except Exception as exc:
@@ -488,7 +491,8 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
                     pause = plan.failed(step, exc)
                     if pause is None:
                         raise
-                    await self._clock.asleep(pause)
+                    if pause:
+                        await self._clock.asleep(pause)
                     continue
                 break
         except Exception as exc:
@@ -644,7 +648,8 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
                 pause = plan.failed(step, exc)
                 if pause is None:
                     raise
-                self._clock.sleep(pause)
+                if pause:
+                    self._clock.sleep(pause)
                 continue
             plan.succeeded(step, None)
             return count
@@ -680,6 +685,8 @@ class _StreamTally:
             self._model_name = name
         if (chunk.generation_info or {}).get("finish_reason") and not self._stamped:
             self._pool._stamp(message, self._step, self._final_attempts())
+            if isinstance(message, AIMessageChunk):
+                message.chunk_position = "last"
             self._stamped = True
         return chunk
 
