@@ -13,18 +13,18 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
 
 from dotenv import dotenv_values, find_dotenv
+from dotenv.parser import parse_stream
 from pydantic import SecretStr
 
 logger = logging.getLogger("langchain_gemini_pool")
 
-KeyLike = Union[str, SecretStr]
+KeyLike = str | SecretStr
 """One API key, as text or as a ``SecretStr``."""
 
-ApiKeys = Union[Iterable[KeyLike], Mapping[str, Iterable[KeyLike]]]
-"""A list of keys (each its own project), or a mapping project name -> keys of that project."""
+ApiKeys = KeyLike | Iterable[KeyLike] | Mapping[str, KeyLike | Iterable[KeyLike]]
+"""One key, a list of keys (each its own project), or a mapping project name -> keys."""
 
 _NUMBERED = re.compile(r"^GEMINI_API_KEY_(\d+)$")
 _LOOKED_AT = "GEMINI_API_KEY, GEMINI_API_KEY_1 … GEMINI_API_KEY_N, GEMINI_API_KEYS, GOOGLE_API_KEY"
@@ -76,7 +76,7 @@ def _env_candidates(env: Mapping[str, str | None]) -> list[str]:
         if value := env.get(name):
             values.append(value)
     if listed := env.get("GEMINI_API_KEYS"):
-        values.extend(listed.split(","))
+        values.extend(_clean(listed).split(","))
     if not any(_clean(v) for v in values) and (google := env.get("GOOGLE_API_KEY")):
         values.append(google)
     return values
@@ -98,12 +98,23 @@ def _read_env(env_file: str | os.PathLike[str] | None) -> dict[str, str | None]:
     merged: dict[str, str | None] = {}
     if path is not None:
         try:
-            merged.update(dotenv_values(path))
+            with path.open(encoding="utf-8") as stream:
+                broken = [b.original.line for b in parse_stream(stream) if b.error]
+            values = dotenv_values(path, encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise ValueError(
                 f"Could not read the .env file {str(path)!r} ({type(exc).__name__}). "
                 "Check that it is a readable UTF-8 text file of NAME=value lines."
             ) from None
+        if broken:
+            # Name the lines, never their text: a broken line may hold a key.
+            lines = ", ".join(str(n) for n in broken)
+            raise ValueError(
+                f"The .env file {str(path)!r} has lines that are not NAME=value "
+                f"assignments (line {lines}); fix or remove them (a value with spaces or "
+                "quotes must be quoted as a whole, and every quote closed)."
+            )
+        merged.update(values)
     merged.update(os.environ)
     return merged
 
@@ -146,7 +157,8 @@ def load_api_keys(env_file: str | os.PathLike[str] | None = None) -> list[Secret
         The keys in order, as ``SecretStr``.
 
     Raises:
-        ValueError: If no key is found, naming the variables looked at.
+        ValueError: If no key is found (naming the variables looked at), or if the ``.env``
+            file is missing, unreadable, or has lines that are not ``NAME=value``.
     """
     keys = _dedupe(_env_candidates(_read_env(env_file)))
     if not keys:
@@ -161,7 +173,8 @@ def load_api_keys(env_file: str | os.PathLike[str] | None = None) -> list[Secret
 def normalize_keys(api_keys: ApiKeys) -> list[KeyEntry]:
     """Turn a list or a project mapping into ``KeyEntry`` objects.
 
-    In a plain list each key is its own project, named ``project-<fingerprint>``. Duplicates
+    In a plain list each key is its own project, named ``project-<fingerprint>`` (with a
+    ``-2``, ``-3`` … suffix when distinct keys share a fingerprint). Duplicates
     (across projects too) are dropped with a warning; a key that is not text is an error.
 
     Raises:
@@ -183,12 +196,13 @@ def normalize_keys(api_keys: ApiKeys) -> list[KeyEntry]:
 
     kept = set(_dedupe(text for _, text in pairs))
     entries: list[KeyEntry] = []
+    named: set[str] = set()
     for project, raw in pairs:
         key = _clean(raw)
         if key not in kept:
             continue
         kept.discard(key)
-        entries.append(KeyEntry(SecretStr(key), project or f"project-{mask_key(key)}"))
+        entries.append(KeyEntry(SecretStr(key), project or _own_project(key, named)))
     if not entries:
         raise ValueError(
             "api_keys holds no usable key (all were empty). Pass at least one Gemini API key, "
@@ -197,11 +211,21 @@ def normalize_keys(api_keys: ApiKeys) -> list[KeyEntry]:
     return entries
 
 
+def _own_project(key: str, taken: set[str]) -> str:
+    """``project-<fingerprint>``, made unique: distinct keys may share their last four
+    characters, and keys of one list must never share a project (and so a cooldown)."""
+    base = name = f"project-{mask_key(key)}"
+    n = 1
+    while name in taken:
+        n += 1
+        name = f"{base}-{n}"
+    taken.add(name)
+    return name
+
+
 def _text(key: object) -> str:
     if isinstance(key, SecretStr):
         return key.get_secret_value()
     if isinstance(key, str):
         return key
-    raise TypeError(
-        f"An API key must be a str or a pydantic SecretStr, not {type(key).__name__}."
-    )
+    raise TypeError(f"An API key must be a str or a pydantic SecretStr, not {type(key).__name__}.")
