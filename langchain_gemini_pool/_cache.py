@@ -23,6 +23,7 @@ import os
 import pickle
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -470,11 +471,49 @@ def load_generations(text: str) -> list[Generation]:
     Raises:
         ValueError: The text is not a stored list of generations.
     """
-    revived = load(
-        json.loads(text),
-        allowed_objects=_ALLOWED_OBJECTS,
-        ignore_unserializable_fields=True,
-    )
+    revived = _revive(json.loads(text))
     if not isinstance(revived, list) or not all(isinstance(g, Generation) for g in revived):
         raise ValueError("entry is not a list of generations")
     return revived
+
+
+def _revive_with_load(obj: Any) -> Any:
+    return load(obj, allowed_objects=_ALLOWED_OBJECTS, ignore_unserializable_fields=True)
+
+
+def _make_reviver() -> Callable[[Any], Any]:
+    """``langchain_core.load.load`` with its allowlist computed once, not on every call.
+
+    ``load`` builds a ``Reviver`` per call, and turning an explicit class list into class
+    paths scans every serialisation mapping (about 20 µs per class): most of a lookup.
+    This walks the JSON exactly as ``load`` does (escaped user dicts stay plain dicts)
+    with one ``Reviver``. If a langchain-core release moves the helpers it needs, it falls
+    back to ``load`` itself; a test checks both agree.
+    """
+    try:
+        from langchain_core.load._validation import _is_escaped_dict, _unescape_value
+        from langchain_core.load.load import Reviver, default_init_validator
+    except ImportError:  # pragma: no cover - depends on the langchain-core release
+        return _revive_with_load
+    reviver = Reviver(
+        _ALLOWED_OBJECTS,
+        ignore_unserializable_fields=True,
+        init_validator=default_init_validator,
+    )
+
+    def revive(obj: Any, depth: int = 0) -> Any:
+        if depth > _MAX_DEPTH:
+            raise ValueError(f"entry nested more than {_MAX_DEPTH} levels deep")
+        if isinstance(obj, dict):
+            if _is_escaped_dict(obj):
+                return _unescape_value(obj)
+            return reviver({k: revive(v, depth + 1) for k, v in obj.items()})
+        if isinstance(obj, list):
+            return [revive(item, depth + 1) for item in obj]
+        return obj
+
+    return revive
+
+
+_MAX_DEPTH = 200
+_revive = _make_reviver()

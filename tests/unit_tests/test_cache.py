@@ -625,3 +625,36 @@ async def test_serves_a_chat_model_globally_async(tmp_path: Path) -> None:
     finally:
         set_llm_cache(previous)
     assert cache.stats()["hits"] == 1
+
+
+# -- the one-Reviver fast path agrees with langchain_core.load ------------------------------
+
+
+@pytest.mark.filterwarnings("ignore:The function `load` is in beta")
+def test_fast_revival_matches_load_and_keeps_user_dicts_plain() -> None:
+    from langchain_core.load import dumps, load
+
+    from langchain_gemini_pool._cache import _ALLOWED_OBJECTS, load_generations
+
+    lookalike = {"lc": 1, "type": "constructor", "id": ["os", "system"], "kwargs": {}}
+    value = [
+        ChatGeneration(
+            message=AIMessage(content="x", response_metadata={"user": lookalike, "n": [1, 2]})
+        ),
+        Generation(text="y", generation_info={"nested": {"lc": 2}}),
+    ]
+    text = dumps(value)
+    expected = load(json.loads(text), allowed_objects=_ALLOWED_OBJECTS)
+    assert load_generations(text) == expected == value
+    message = load_generations(text)[0].message  # type: ignore[attr-defined]
+    assert message.response_metadata["user"] == lookalike  # data, not an object
+
+
+def test_revival_refuses_classes_outside_the_allowlist() -> None:
+    from langchain_core.load import dumps
+    from langchain_core.prompts import PromptTemplate
+
+    from langchain_gemini_pool._cache import load_generations
+
+    with pytest.raises(ValueError, match="not allowed"):
+        load_generations(dumps([PromptTemplate.from_template("{x}")]))
