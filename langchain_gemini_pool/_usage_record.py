@@ -35,7 +35,11 @@ class UsageTotals:
     last attempt went to that key (served there, or failed there), while ``attempts`` counts every
     HTTP attempt sent to it, failovers included.
 
-    Cost: ``cost_usd`` is the sum of the costs that are known. A successful request of a model
+    A request is *billed* when it was served, or failed after Gemini had already produced output
+    (a stream cut mid-way whose exception carries ``gemini_pool_usage``, the usage streamed so
+    far); only billed requests carry tokens and cost.
+
+    Cost: ``cost_usd`` is the sum of the costs that are known. A billed request of a model
     missing from the price table adds 1 to ``unknown_cost_requests`` and nothing to the sum; it is
     never priced at 0 silently. ``cost_usd`` is ``None`` only when the totals hold such requests
     and no priced one (nothing could be priced); check ``unknown_cost_requests`` to know whether
@@ -67,9 +71,9 @@ class UsageTotals:
     cost_usd: float | None = 0.0
     """Known cost in US dollars; ``None`` only if nothing here could be priced (see above)."""
     priced_requests: int = 0
-    """Successful requests whose cost is known."""
+    """Billed requests whose cost is known."""
     unknown_cost_requests: int = 0
-    """Successful requests whose model (or usage) the price table could not price."""
+    """Billed requests whose model (or usage) the price table could not price."""
 
     def add(self, other: UsageTotals) -> UsageTotals:
         """Add ``other`` into these totals in place, and return them."""
@@ -196,7 +200,8 @@ def usage_record(
 
     Args:
         message: The final (for a stream: merged) message, or ``None`` for a failure.
-        error: The exception of a failed request; its ``gemini_pool_attempts`` are read.
+        error: The exception of a failed request; its ``gemini_pool_attempts`` are read, and
+            its ``gemini_pool_usage`` (usage already streamed when a stream broke), if any.
         user: Who made the request.
         model: The requested model (``ls_model_name``); defaults to the message's
             ``response_metadata["model_name"]``.
@@ -212,6 +217,15 @@ def usage_record(
         attempts = _attempts(getattr(error, "gemini_pool_attempts", None))
         last = attempts[-1] if attempts else None
         refused = isinstance(error, UsageLimitExceededError) and not attempts
+        partial = getattr(error, "gemini_pool_usage", None)
+        totals = UsageTotals(
+            requests=1,
+            attempts=len(attempts),
+            failed_requests=0 if refused else 1,
+            refused_requests=1 if refused else 0,
+        )
+        if isinstance(partial, Mapping) and partial:
+            totals.add(_billed(partial, model, None, prices))
         return UsageRecord(
             user=user,
             model=normalize_model(model) if model else UNKNOWN_MODEL,
@@ -219,12 +233,7 @@ def usage_record(
             attempts=attempts,
             key_index=last.key_index if last else None,
             project=last.project if last else None,
-            usage=UsageTotals(
-                requests=1,
-                attempts=len(attempts),
-                failed_requests=0 if refused else 1,
-                refused_requests=1 if refused else 0,
-            ),
+            usage=totals,
         )
     meta = message.response_metadata or {}
     served_by = meta.get("model_name")
@@ -246,11 +255,8 @@ def usage_record(
     if attempts:
         key_index = attempts[-1].key_index if key_index is None else key_index
         project = attempts[-1].project if project is None else project
-    raw_usage = getattr(message, "usage_metadata", None)
-    usage: Mapping[str, Any] = raw_usage or {}
-    cost = estimate_cost(name, raw_usage, prices) if raw_usage else None
-    if cost is None and raw_usage and isinstance(served_by, str):
-        cost = estimate_cost(served_by, raw_usage, prices)
+    usage = _billed(getattr(message, "usage_metadata", None), name, served_by, prices)
+    usage.add(UsageTotals(requests=1, attempts=len(attempts), successful_requests=1))
     return UsageRecord(
         user=user,
         model=model_name,
@@ -258,17 +264,29 @@ def usage_record(
         attempts=attempts,
         key_index=key_index,
         project=project,
-        usage=UsageTotals(
-            requests=1,
-            attempts=len(attempts),
-            successful_requests=1,
-            input_tokens=_tokens(usage, "input_tokens"),
-            output_tokens=_tokens(usage, "output_tokens"),
-            reasoning_tokens=_tokens(usage, "output_token_details", "reasoning"),
-            cache_read_tokens=_tokens(usage, "input_token_details", "cache_read"),
-            total_tokens=_tokens(usage, "total_tokens"),
-            cost_usd=cost,
-            priced_requests=0 if cost is None else 1,
-            unknown_cost_requests=1 if cost is None else 0,
-        ),
+        usage=usage,
+    )
+
+
+def _billed(
+    raw_usage: Mapping[str, Any] | None,
+    model: str | None,
+    served_by: object,
+    prices: Mapping[str, ModelPrice] | None,
+) -> UsageTotals:
+    """Tokens and cost of one response's ``usage_metadata`` (priced by ``model``, else
+    ``served_by``); an unpriceable one counts in ``unknown_cost_requests``."""
+    usage: Mapping[str, Any] = raw_usage or {}
+    cost = estimate_cost(model, raw_usage, prices) if raw_usage else None
+    if cost is None and raw_usage and isinstance(served_by, str):
+        cost = estimate_cost(served_by, raw_usage, prices)
+    return UsageTotals(
+        input_tokens=_tokens(usage, "input_tokens"),
+        output_tokens=_tokens(usage, "output_tokens"),
+        reasoning_tokens=_tokens(usage, "output_token_details", "reasoning"),
+        cache_read_tokens=_tokens(usage, "input_token_details", "cache_read"),
+        total_tokens=_tokens(usage, "total_tokens"),
+        cost_usd=cost,
+        priced_requests=0 if cost is None else 1,
+        unknown_cost_requests=1 if cost is None else 0,
     )

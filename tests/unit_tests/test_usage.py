@@ -205,6 +205,16 @@ def test_failed_request_counts_attempts_and_no_tokens() -> None:
     assert t.cost_usd == 0.0
 
 
+def test_stream_cut_after_output_bills_what_was_streamed() -> None:
+    err = failure(attempt(3, "pA", "server_fault"))
+    err.gemini_pool_usage = usage(inp=40, out=10)  # type: ignore[attr-defined]
+    d = deltas(None, err)
+    t = d[("total", "")]
+    assert (t.failed_requests, t.successful_requests, t.total_tokens) == (1, 0, 50)
+    assert t.cost_usd == pytest.approx((40 * 0.30 + 10 * 2.50) / 1e6)
+    assert d[("key", "3")].total_tokens == 50
+
+
 def test_error_without_attempts_and_refusal() -> None:
     plain = usage_record(None, ValueError("boom"), user="u")
     assert (plain.usage.failed_requests, plain.usage.attempts, plain.deltas()[3:]) == (1, 0, [])
