@@ -99,7 +99,20 @@ _BAD_KEY_MESSAGES = (
     ("denied access", "denied access"),
     ("has not been used in project", "SERVICE_DISABLED"),
 )
-_RETRY_IN = re.compile(r"retry in ([0-9]+(?:\.[0-9]+)?)\s*s", re.IGNORECASE)
+# Google writes the wait as a Go duration: "33.27s", but also "708.38ms" and "7h15m5.7s".
+_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+_PART = r"[0-9]+(?:\.[0-9]+)?\s*(?:h|ms|us|µs|ns|m|s)"
+_RETRY_IN = re.compile(rf"retry in ((?:{_PART})+)", re.IGNORECASE)
+_PARTS = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(h|ms|us|µs|ns|m|s)", re.IGNORECASE)
+# Raised before anything is sent, the same on every key: retrying cannot help.
+_NOT_TRANSPORT = (
+    FileNotFoundError,
+    FileExistsError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
+)
+_NOT_TRANSPORT_NAMES = frozenset({"UnsupportedProtocol", "LocalProtocolError", "InvalidURL"})
 _DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)s\s*$")
 
 
@@ -138,13 +151,25 @@ def _is_transport_failure(exc: BaseException) -> bool:
     """Timeouts and connection errors from httpx, httpx2, aiohttp or the OS."""
     if isinstance(exc, (TimeoutError, asyncio.TimeoutError, ConnectionError)):
         return True
+    name = type(exc).__name__
+    if isinstance(exc, _NOT_TRANSPORT) or name in _NOT_TRANSPORT_NAMES:
+        return False
     module = type(exc).__module__.split(".")[0]
     if module in {"httpx", "httpx2", "httpcore", "httpcore2", "aiohttp", "h11"}:
-        name = type(exc).__name__
         return any(
             word in name
-            for word in ("Timeout", "Connect", "Network", "Protocol", "Read", "Write",
-                         "Disconnected", "Payload", "ClientOSError", "Transport")
+            for word in (
+                "Timeout",
+                "Connect",
+                "Network",
+                "Protocol",
+                "Read",
+                "Write",
+                "Disconnected",
+                "Payload",
+                "ClientOSError",
+                "Transport",
+            )
         )
     return isinstance(exc, OSError)
 
@@ -156,13 +181,22 @@ def parse_duration(text: object) -> float | None:
     return None
 
 
+def _retry_in(message: str) -> float | None:
+    """Seconds from the message's "Please retry in <Go duration>." (None when absent)."""
+    if m := _RETRY_IN.search(message):
+        return sum(
+            float(value) * _UNITS[unit.lower()] for value, unit in _PARTS.findall(m.group(1))
+        )
+    return None
+
+
 def _classify_rate_limit(error: genai_errors.APIError) -> Failure:
     details = _rpc_details(error)
     delay: float | None = None
     for info in _of_type(details, "google.rpc.RetryInfo"):
         delay = parse_duration(info.get("retryDelay"))
-    if m := _RETRY_IN.search(error.message or ""):
-        delay = float(m.group(1))
+    if (precise := _retry_in(error.message or "")) is not None:
+        delay = precise
     violations: list[QuotaViolation] = []
     for failure in _of_type(details, "google.rpc.QuotaFailure"):
         for v in failure.get("violations") or []:
@@ -210,8 +244,9 @@ def classify(exc: BaseException) -> Failure:
         return Failure(FailureKind.SERVER_FAULT, f"{code} {status}".strip())
     if code in (400, 401, 403):
         reason = _bad_key_reason(error)
-        if reason is not None and not (code == 400 and reason not in
-                                       ("API_KEY_INVALID", "API_KEY_EXPIRED")):
+        if reason is not None and not (
+            code == 400 and reason not in ("API_KEY_INVALID", "API_KEY_EXPIRED")
+        ):
             return Failure(FailureKind.BAD_KEY, f"{code} {reason}")
         if code == 401:
             return Failure(FailureKind.BAD_KEY, f"401 {status or 'UNAUTHENTICATED'}")
@@ -223,10 +258,12 @@ class AllKeysRateLimitedError(ModelRateLimitError):
 
     Attributes:
         retry_after: Seconds until the earliest key is ready again.
+        detail: Why the keys are waiting (safe to log: masked keys and quota names only).
     """
 
     def __init__(self, retry_after: float, detail: str = "") -> None:
         self.retry_after = float(retry_after)
+        self.detail = detail
         text = (
             f"All Gemini API keys are rate limited; the next key frees in "
             f"{self.retry_after:.1f} seconds"
@@ -237,7 +274,7 @@ class AllKeysRateLimitedError(ModelRateLimitError):
         super().__init__(text)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.retry_after,))
+        return (type(self), (self.retry_after, self.detail))
 
 
 class NoValidKeysError(ModelAuthenticationError):
