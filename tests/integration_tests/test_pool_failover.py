@@ -256,17 +256,13 @@ def test_server_fault_moves_on_without_quarantine(
     pool = make_pool(server, clock=ManualClock())
     message = pool.invoke("hi")
     assert message.response_metadata["key_index"] == 1
-    assert [a["outcome"] for a in message.response_metadata["attempts"]] == [
-        "server_fault", "ok"
-    ]
+    assert [a["outcome"] for a in message.response_metadata["attempts"]] == ["server_fault", "ok"]
     row = pool.pool_status()[0]
     assert row["state"] == "ready"
     assert row["errors"] == 1
 
 
-def test_server_faults_are_bounded_by_max_attempts(
-    emulator: Emulator, make_pool: MakePool
-) -> None:
+def test_server_faults_are_bounded_by_max_attempts(emulator: Emulator, make_pool: MakePool) -> None:
     server = emulator(faults=Faults(unavailable_rate=1.0))
     clock = ManualClock()
     pool = make_pool(server, clock=clock, max_attempts=4)
@@ -330,7 +326,9 @@ async def test_stream_fails_over_before_the_first_chunk(
     last = chunks[-1]
     assert last.response_metadata["key_index"] == 2
     assert [a["outcome"] for a in last.response_metadata["attempts"]] == [
-        "server_fault", "rate_limited", "ok"
+        "server_fault",
+        "rate_limited",
+        "ok",
     ]
     assert all("key_index" not in c.response_metadata for c in chunks[:-1])
 
@@ -374,4 +372,3 @@ async def test_fair_shares_under_asyncio(emulator: Emulator, make_pool: MakePool
     results = await pool.abatch([f"q{i}" for i in range(1000)], config={"max_concurrency": 64})
     shares = Counter(m.response_metadata["key_index"] for m in results)
     assert all(95 <= n <= 105 for n in shares.values()), shares
-
