@@ -27,15 +27,15 @@ _OVERRIDE = (
 
 
 @pytest.fixture(scope="module")
-def emulator() -> Iterator[FakeGeminiServer]:
+def standard_emulator() -> Iterator[FakeGeminiServer]:
     with FakeGeminiServer() as server:
         yield server
 
 
 class TestChatGoogleGenerativeAIOnEmulator(ChatModelIntegrationTests):
     @pytest.fixture(autouse=True)
-    def _base_url(self, emulator: FakeGeminiServer) -> None:
-        self._url = emulator.base_url
+    def _base_url(self, standard_emulator: FakeGeminiServer) -> None:
+        self._url = standard_emulator.base_url
 
     @property
     def chat_model_class(self) -> type[BaseChatModel]:
