@@ -19,7 +19,7 @@ from langchain_gemini_pool import (
     NoValidKeysError,
 )
 from langchain_gemini_pool._clock import next_pacific_midnight
-from langchain_gemini_pool.testing import Faults, FakeGeminiServer, Quota
+from langchain_gemini_pool.testing import FakeGeminiServer, Faults, Quota
 
 from .conftest import KEYS
 
@@ -302,7 +302,7 @@ async def test_bad_request_is_raised_at_once_without_touching_other_keys(
             pool.invoke("hi")
     assert server.stats()["total"]["requests"] == 1
     assert pool.pool_status()[0]["state"] == "ready"
-    assert getattr(info.value, "gemini_pool_attempts") == [
+    assert info.value.gemini_pool_attempts == [
         {"key_index": 0, "project": pool.pool_status()[0]["project"], "outcome": "bad_request"}
     ]
 

@@ -18,7 +18,7 @@ from langchain_gemini_pool import (
     ManualClock,
     NoValidKeysError,
 )
-from langchain_gemini_pool.testing import Faults, FakeGeminiServer, Quota
+from langchain_gemini_pool.testing import FakeGeminiServer, Faults, Quota
 
 from .conftest import KEYS, MODEL
 
