@@ -56,6 +56,9 @@ class GeminiUsageCallbackHandler(BaseCallbackHandler):
     and ``successful_requests`` go only to the key that served the request. Cache hits count under
     ``total``, their user and their model only (``requests`` and ``cached_requests``).
 
+    A run is counted only if the handler saw it start, and only once even when the handler is
+    attached twice (say, in ``callbacks=`` and through :func:`get_gemini_usage_callback`).
+
     Args:
         prices: Price table for ``cost_usd``; defaults to ``DEFAULT_PRICES``.
 

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import pickle
 import sqlite3
-import subprocess
-import sys
-import textwrap
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
@@ -148,21 +146,27 @@ def test_failed_request_is_recorded_without_tokens(clock: ManualClock) -> None:
     assert ledger.totals(user="carol").failed_requests == 1
 
 
-def test_in_memory_ledger_is_exact_under_threads() -> None:
-    ledger = UsageLedger.in_memory()
+@pytest.mark.parametrize(("on_disk", "threads", "each"), [(False, 8, 150), (True, 4, 30)])
+def test_ledger_is_exact_under_threads(
+    on_disk: bool, threads: int, each: int, tmp_path: Path
+) -> None:
+    ledger = UsageLedger(tmp_path) if on_disk else UsageLedger.in_memory()
+    barrier = threading.Barrier(threads)
 
     def work(n: int) -> None:
-        for i in range(100):
+        barrier.wait()
+        for i in range(each):
             ledger.record(served(i % 3, f"p{i % 3}"), user=f"u{n}")
 
-    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
-    for t in threads:
+    workers = [threading.Thread(target=work, args=(n,)) for n in range(threads)]
+    for t in workers:
         t.start()
-    for t in threads:
+    for t in workers:
         t.join()
-    assert ledger.totals().requests == 800
-    assert ledger.totals(user="u3").total_tokens == 100 * 100
-    assert sum(ledger.totals(key_index=k).attempts for k in range(3)) == 800
+    assert ledger.totals().requests == threads * each
+    assert ledger.totals(user="u3").total_tokens == each * 100
+    assert sum(ledger.totals(key_index=k).attempts for k in range(3)) == threads * each
+    assert ledger.totals(project="p1", period="day").requests == threads * each // 3
 
 
 # -- on disk ------------------------------------------------------------------------------------
@@ -194,37 +198,33 @@ def test_default_directory_honours_the_environment(
     assert "ledger" in repr(ledger)
 
 
-WRITER = textwrap.dedent(
-    """
-    import sys
-    from langchain_core.messages import AIMessage
-    from langchain_gemini_pool import UsageLedger
-
-    ledger = UsageLedger(sys.argv[1])
-    for i in range(int(sys.argv[2])):
-        ledger.record(AIMessage(content="x",
-            usage_metadata={"input_tokens": 8, "output_tokens": 2, "total_tokens": 10},
-            response_metadata={"model_name": "gemini-2.5-flash", "key_index": i % 2,
-                               "project": "p", "attempts": [
-                                   {"key_index": i % 2, "project": "p", "outcome": "ok"}]}),
-            user=sys.argv[3])
-    """
-)
+def _write(directory: str, count: int, user: str, go: Any) -> None:
+    """Runs in a child process: its own ledger object on the shared directory."""
+    ledger = UsageLedger(directory)
+    go.wait(30)
+    for _ in range(count):
+        ledger.record(served(tokens=10), user=user)
+    ledger.close()
 
 
 def test_processes_update_one_ledger_atomically(tmp_path: Path) -> None:
-    writers = [
-        subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), "60", f"proc{n}"])  # noqa: S603
-        for n in range(2)
-    ]
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    ctx: Any = multiprocessing.get_context(method)
+    go = ctx.Event()
+    children = [ctx.Process(target=_write, args=(str(tmp_path), 60, f"p{n}", go)) for n in range(2)]
+    for child in children:
+        child.start()
     ledger = UsageLedger(tmp_path)
+    go.set()  # all three write at once
     for _ in range(60):
         ledger.record(served(tokens=10), user="parent")
-    assert [w.wait(timeout=120) for w in writers] == [0, 0]
+    for child in children:
+        child.join(timeout=120)
+    assert [child.exitcode for child in children] == [0, 0]
     assert ledger.totals().requests == 180
     assert ledger.totals().total_tokens == 1800
-    assert ledger.totals(user="proc1", period="month").requests == 60
-    assert ledger.totals(key_index=1).requests == 60
+    assert ledger.totals(user="p1", period="month").requests == 60
+    assert ledger.totals(key_index=0).requests == 180
 
 
 def test_no_key_text_reaches_the_ledger_files(tmp_path: Path) -> None:
