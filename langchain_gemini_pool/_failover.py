@@ -7,6 +7,7 @@ caller to raise. Sync and async paths differ only in how they call and sleep.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -127,8 +128,6 @@ class RequestPlan:
         )
 
     def _tag(self, exc: BaseException) -> BaseException:
-        try:
+        with contextlib.suppress(AttributeError):  # exceptions with __slots__
             setattr(exc, ATTEMPTS_ATTR, list(self.attempts))
-        except AttributeError:  # pragma: no cover - exceptions with __slots__
-            pass
         return exc

@@ -98,9 +98,7 @@ class Scheduler:
         fault_cooldown_s: float = 0.0,
     ) -> None:
         if strategy not in ("round_robin", "least_used"):
-            raise ValueError(
-                f"strategy must be 'round_robin' or 'least_used', not {strategy!r}."
-            )
+            raise ValueError(f"strategy must be 'round_robin' or 'least_used', not {strategy!r}.")
         self.strategy: Strategy = strategy
         self._limits = limits
         self.default_cooldown_s = default_cooldown_s
@@ -222,7 +220,9 @@ class Scheduler:
                 project.window.warned_day = day
                 logger.warning(
                     "Project %s has used %d%% of its daily request quota (%d requests).",
-                    project.name, int(100 * project.window.day_fraction(now)), limits.rpd,
+                    project.name,
+                    int(100 * project.window.day_fraction(now)),
+                    limits.rpd,
                 )
         return Pick(key.index, ticket)
 
@@ -271,7 +271,9 @@ class Scheduler:
                     key.invalid_reason = failure.reason
                     logger.warning(
                         "Quarantined Gemini API key %s (index %d): %s",
-                        key.fingerprint, key.index, failure.reason,
+                        key.fingerprint,
+                        key.index,
+                        failure.reason,
                     )
             else:
                 key.errors += 1
@@ -315,7 +317,11 @@ class Scheduler:
             if configured is not None and value < configured:
                 logger.warning(
                     "Project %s: the server's %s limit is %d, below the configured %d; "
-                    "lowering it.", project.name, dim, value, configured,
+                    "lowering it.",
+                    project.name,
+                    dim,
+                    value,
+                    configured,
                 )
                 limits = limits.lowered(dim, value)
         project.window.limits = limits
@@ -340,12 +346,13 @@ class Scheduler:
                     continue
                 project = self._projects[key.project]
                 until = max(key.cooling_until, project.cooling_until)
+                reason: str | None
                 if key.invalid_reason is not None:
                     state, ready_in, reason = "invalid", None, key.invalid_reason
                 elif until > now:
                     state, ready_in = "cooling", round(until - now, 3)
-                    reason = project.cool_reason if project.cooling_until >= key.cooling_until \
-                        else key.cool_reason
+                    by_project = project.cooling_until >= key.cooling_until
+                    reason = project.cool_reason if by_project else key.cool_reason
                 else:
                     state, ready_in, reason = "ready", 0.0, None
                 rows.append(

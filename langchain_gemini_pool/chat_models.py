@@ -17,8 +17,8 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
-from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.caches import BaseCache
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.globals import get_llm_cache
 from langchain_core.language_models import LanguageModelInput
 from langchain_core.load import dumps
@@ -41,6 +41,8 @@ from langchain_gemini_pool._keys import (
 from langchain_gemini_pool._members import Members
 from langchain_gemini_pool._quota import QuotaLimits
 from langchain_gemini_pool._scheduler import Pick, Scheduler
+from langchain_gemini_pool._usage_ledger import UsageLedger
+from langchain_gemini_pool._usage_limits import check_usage, compute_overage, resolve_limits
 
 logger = logging.getLogger("langchain_gemini_pool")
 
@@ -57,8 +59,9 @@ class _Call:
     sent: bool = False
 
 
-_CALL: contextvars.ContextVar[_Call | None] = contextvars.ContextVar("gemini_pool_call",
-                                                                      default=None)
+_CALL: contextvars.ContextVar[_Call | None] = contextvars.ContextVar(
+    "gemini_pool_call", default=None
+)
 
 
 def _estimate_tokens(messages: Sequence[BaseMessage]) -> int:
@@ -174,21 +177,24 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         if self.max_attempts is not None and self.max_attempts < 1:
             raise ValueError("max_attempts must be at least 1.")
         limits = self.limits
-        if limits is not None and not isinstance(limits, QuotaLimits):
-            if not isinstance(limits, Mapping) or not all(
-                isinstance(v, QuotaLimits) for v in limits.values()
-            ):
-                raise TypeError(
-                    "limits must be a QuotaLimits or a mapping project name -> QuotaLimits."
-                )
+        valid = (
+            limits is None
+            or isinstance(limits, QuotaLimits)
+            or (
+                isinstance(limits, Mapping)
+                and all(isinstance(v, QuotaLimits) for v in limits.values())
+            )
+        )
+        if not valid:
+            raise TypeError(
+                "limits must be a QuotaLimits or a mapping project name -> QuotaLimits."
+            )
         self._clock = self.clock if self.clock is not None else SystemClock()
         self._scheduler = Scheduler(self.strategy, limits, self.rate_limit_cooldown)
         self._members = Members(self)
         self._add_entries(entries)
         self._ledger = self.ledger
         if self._ledger is None and self.usage_limits is not None:
-            from langchain_gemini_pool._usage import UsageLedger  # noqa: PLC0415
-
             self._ledger = UsageLedger.in_memory(clock=self._clock)
         logger.info("Gemini API configured with %d API keys", len(entries))
         return self
@@ -198,8 +204,7 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         indices = []
         for entry in entries:
             if entry.secret.get_secret_value() in known:
-                logger.warning("Key %s is already in the pool; not added again.",
-                               entry.fingerprint)
+                logger.warning("Key %s is already in the pool; not added again.", entry.fingerprint)
                 continue
             index = self._scheduler.add_key(entry.project, entry.fingerprint)
             self._members.add(index, entry.secret)
@@ -280,8 +285,6 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
 
     def overage(self, user_id: str = _DEFAULT_USER) -> dict[str, float]:
         """For soft usage limits: each exceeded limit's name -> amount past it now."""
-        from langchain_gemini_pool._usage import compute_overage, resolve_limits  # noqa: PLC0415
-
         limits = resolve_limits(self.usage_limits, user_id)
         if limits is None or self._ledger is None:
             return {}
@@ -306,19 +309,24 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         if call is not None:
             call.sent = True
         if self.usage_limits is not None and self._ledger is not None:
-            from langchain_gemini_pool._usage import check_usage, resolve_limits  # noqa: PLC0415
-
             limits = resolve_limits(self.usage_limits, user)
             if limits is not None:
                 check_usage(self._ledger, user, limits)
 
-    def _record(self, user: str, message: BaseMessage | None, error: BaseException | None,
-                *, cached: bool = False) -> None:
+    def _record(
+        self,
+        user: str,
+        message: BaseMessage | None,
+        error: BaseException | None,
+        *,
+        cached: bool = False,
+    ) -> None:
         if self._ledger is None:
             return
         try:
-            self._ledger.record(message=message, error=error, user=user, model=self.model,
-                                cached=cached)
+            self._ledger.record(
+                message=message, error=error, user=user, model=self.model, cached=cached
+            )
         except Exception:  # the ledger must never break a request
             logger.warning("Could not record usage in the ledger.", exc_info=True)
 
@@ -549,7 +557,8 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         """Mark a result served from the cache: no key served it, nothing was billed."""
         for generation in result.generations:
             metadata = {
-                k: v for k, v in generation.message.response_metadata.items()
+                k: v
+                for k, v in generation.message.response_metadata.items()
                 if k not in _POOL_METADATA
             }
             metadata["cache_hit"] = True
@@ -625,8 +634,7 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
             return
         user = _user_of(config.get("metadata"))
         collected: list[AIMessageChunk] = []
-        async for chunk in super().astream(input, config, stop=stop,
-                                           **{**kwargs, _USER_KW: user}):
+        async for chunk in super().astream(input, config, stop=stop, **{**kwargs, _USER_KW: user}):
             collected.append(chunk)
             yield chunk
         if cache is not None and address is not None and collected:
@@ -670,10 +678,14 @@ class _StreamTally:
         self._stamped = False
 
     def _final_attempts(self) -> list[dict[str, Any]]:
-        return [*self._plan.attempts, {"key_index": self._step.index,
-                                       "project": self._pool._scheduler.project_of(
-                                           self._step.index),
-                                       "outcome": "ok"}]
+        return [
+            *self._plan.attempts,
+            {
+                "key_index": self._step.index,
+                "project": self._pool._scheduler.project_of(self._step.index),
+                "outcome": "ok",
+            },
+        ]
 
     def see(self, chunk: ChatGenerationChunk) -> ChatGenerationChunk:
         message = chunk.message
@@ -701,12 +713,16 @@ class _StreamTally:
         if not self._stamped:
             extra = ChatGenerationChunk(message=AIMessageChunk(content="", chunk_position="last"))
             self._pool._stamp(extra.message, self._step, self._plan.attempts)
-        summary = AIMessage(content="", usage_metadata=self._usage,
-                            response_metadata={"model_name": self._model_name,
-                                               "key_index": self._step.index,
-                                               "project": self._pool._scheduler.project_of(
-                                                   self._step.index),
-                                               "attempts": self._plan.attempts})
+        summary = AIMessage(
+            content="",
+            usage_metadata=self._usage,
+            response_metadata={
+                "model_name": self._model_name,
+                "key_index": self._step.index,
+                "project": self._pool._scheduler.project_of(self._step.index),
+                "attempts": self._plan.attempts,
+            },
+        )
         self._pool._record(self._user, summary, None)
         return extra
 
@@ -718,7 +734,7 @@ def _replay(message: BaseMessage) -> Iterator[AIMessageChunk]:
     if isinstance(content, str) and content:
         words = content.split(" ")
         step = max(1, math.ceil(len(words) / 4))
-        pieces = [" ".join(words[i:i + step]) for i in range(0, len(words), step)]
+        pieces = [" ".join(words[i : i + step]) for i in range(0, len(words), step)]
         pieces = [p + (" " if i < len(pieces) - 1 else "") for i, p in enumerate(pieces)]
     for piece in pieces:
         yield AIMessageChunk(content=piece, id=message.id)
@@ -727,8 +743,13 @@ def _replay(message: BaseMessage) -> Iterator[AIMessageChunk]:
         content="" if pieces or isinstance(content, str) else content,
         id=message.id,
         tool_call_chunks=[
-            {"name": c["name"], "args": json.dumps(c["args"]), "id": c.get("id"),
-             "index": i, "type": "tool_call_chunk"}
+            {
+                "name": c["name"],
+                "args": json.dumps(c["args"]),
+                "id": c.get("id"),
+                "index": i,
+                "type": "tool_call_chunk",
+            }
             for i, c in enumerate(ai.tool_calls)
         ],
         usage_metadata=ai.usage_metadata,
