@@ -108,9 +108,31 @@ class _Request:
 class FakeGeminiServer:
     """A local Gemini Developer API that the real google-genai SDK cannot tell from Google.
 
-    Runs in its own daemon thread on ``host:port`` (port 0 picks a free one); use it as a
-    context manager or call :meth:`start` / :meth:`stop`. See the package docstring for the
-    arguments and ``_replies.py`` for the token rule.
+    Runs in its own daemon thread on ``host:port``; use it as a context manager or call
+    :meth:`start` / :meth:`stop` (works from sync code, async tests and notebooks alike).
+    ``_replies.py`` documents replies and the token rule, ``_stats.py`` what is counted.
+
+    Args:
+        keys: ``None`` accepts any key, each its own project (named ``mask_key(key)``); a
+            list accepts only those keys, each its own project (named ``mask_key(key)``);
+            a dict maps project name -> keys sharing that project's quota. Any other key
+            gets Google's 400 ``API_KEY_INVALID``.
+        quotas: ``None`` (unlimited), one :class:`Quota` for every project and model, a dict
+            project -> Quota, or project -> model -> Quota; ``"*"`` matches any project or
+            model.
+        bad_keys: Key -> ``"invalid"``, ``"expired"``, ``"leaked"``, ``"service_disabled"``,
+            ``"suspended"`` or ``"denied"``: the key gets Google's exact 400/403 body.
+        unknown_models: Models that get Google's 404 ``NOT_FOUND``.
+        zero_quota_models: Models with no free tier: every request gets a 429 whose
+            violations have ``quotaValue "0"``.
+        faults: Injected faults (:class:`Faults`); replace later with ``server.faults = ...``.
+        clock: The clock quota windows and days are measured on (``ManualClock`` in tests).
+        reply: ``callable(request_json) -> str | dict`` making replies instead of the
+            default (scripted replies still come first).
+        window_s: Length of the per-minute window; smaller scales time down.
+        host: Interface to bind.
+        port: Port to bind; 0 picks a free one (read it back from :attr:`base_url`).
+        seed: Seed of the response ids.
     """
 
     def __init__(

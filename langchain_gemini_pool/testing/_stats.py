@@ -7,7 +7,8 @@ by an error event), ``resets`` (connections dropped without a response).
 
 Tokens are billed only for what was served: a full reply bills its ``usageMetadata``; a stream
 cut after k chunks bills the running totals of the k-th chunk it sent (nothing if k is 0).
-Keys are known only by ``mask_key(key)``; a key no project holds has ``"project": None``.
+Keys are known only by ``mask_key(key)``; a key no project holds has ``"project": None``; a
+request without any key counts only in ``"total"``. countTokens and model routes are not counted.
 """
 
 from __future__ import annotations

@@ -238,3 +238,18 @@ def test_script_then_callable_then_default() -> None:
         assert seen == ["q2"]
         server.script({"name": "lookup", "args": {"q": "x"}})
         assert llm.invoke("q3").tool_calls[0]["args"] == {"q": "x"}
+
+
+def test_public_names() -> None:
+    import langchain_gemini_pool.testing as testing
+
+    assert sorted(testing.__all__) == [
+        "FakeGeminiServer",
+        "Faults",
+        "Quota",
+        "count_tokens",
+        "prompt_tokens",
+    ]
+    assert count_tokens("") == 0
+    assert count_tokens("abcd") == 1
+    assert count_tokens("abcde") == 2
