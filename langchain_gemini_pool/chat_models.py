@@ -8,6 +8,8 @@ decisions to the members and keeps ``_generate``/``_agenerate``/``_stream``/``_a
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import contextvars
 import itertools
 import json
@@ -49,6 +51,8 @@ logger = logging.getLogger("langchain_gemini_pool")
 _USER_KW = "_gemini_pool_user"
 _POOL_METADATA = ("key_index", "key_fingerprint", "project", "attempts")
 _DEFAULT_USER = "anonymous"
+USAGE_ATTR = "gemini_pool_usage"
+"""Set on an error that broke a stream after output: the usage streamed (and billed) so far."""
 
 
 @dataclass
@@ -305,6 +309,7 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         )
 
     def _begin(self, user: str) -> None:
+        """A request is about to be sent: mark it (not a cache hit) and check usage limits."""
         call = _CALL.get()
         if call is not None:
             call.sent = True
@@ -312,6 +317,12 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
             limits = resolve_limits(self.usage_limits, user)
             if limits is not None:
                 check_usage(self._ledger, user, limits)
+
+    async def _abegin(self, user: str) -> None:
+        if self.usage_limits is not None and self._ledger is not None:
+            await asyncio.to_thread(self._begin, user)  # the ledger may read from disk
+        else:
+            self._begin(user)
 
     def _record(
         self,
@@ -329,6 +340,17 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
             )
         except Exception:  # the ledger must never break a request
             logger.warning("Could not record usage in the ledger.", exc_info=True)
+
+    async def _arecord(
+        self,
+        user: str,
+        message: BaseMessage | None,
+        error: BaseException | None,
+        *,
+        cached: bool = False,
+    ) -> None:
+        if self._ledger is not None:  # a disk ledger writes: keep it off the event loop
+            await asyncio.to_thread(self._record, user, message, error, cached=cached)
 
     def _stamp(self, message: BaseMessage, pick: Pick, attempts: list[dict[str, Any]]) -> None:
         message.response_metadata.update(
@@ -362,9 +384,9 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         **kwargs: Any,
     ) -> ChatResult:
         user = self._user(run_manager, kwargs)
-        self._begin(user)
-        plan = self._plan(messages)
         try:
+            self._begin(user)
+            plan = self._plan(messages)
             while True:
                 step = plan.next()
                 if not isinstance(step, Pick):
@@ -381,7 +403,9 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
                     if pause:
                         self._clock.sleep(pause)
                     continue
-                return self._finish(plan, step, result, user)
+                self._finish(plan, step, result)
+                self._record(user, result.generations[0].message, None)
+                return result
         except Exception as exc:
             self._record(user, None, exc)
             raise
@@ -394,9 +418,9 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         **kwargs: Any,
     ) -> ChatResult:
         user = self._user(run_manager, kwargs)
-        self._begin(user)
-        plan = self._plan(messages)
         try:
+            await self._abegin(user)
+            plan = self._plan(messages)
             while True:
                 step = plan.next()
                 if not isinstance(step, Pick):
@@ -413,19 +437,19 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
                     if pause:
                         await self._clock.asleep(pause)
                     continue
-                return self._finish(plan, step, result, user)
+                self._finish(plan, step, result)
+                await self._arecord(user, result.generations[0].message, None)
+                return result
         except Exception as exc:
-            self._record(user, None, exc)
+            await self._arecord(user, None, exc)
             raise
 
-    def _finish(self, plan: RequestPlan, step: Pick, result: ChatResult, user: str) -> ChatResult:
+    def _finish(self, plan: RequestPlan, step: Pick, result: ChatResult) -> None:
         message = result.generations[0].message
         usage = getattr(message, "usage_metadata", None)
         plan.succeeded(step, usage["input_tokens"] if usage else None)
         for generation in result.generations:
             self._stamp(generation.message, step, plan.attempts)
-        self._record(user, message, None)
-        return result
 
     # --- stream ----------------------------------------------------------------------------
 
@@ -437,9 +461,9 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         user = self._user(run_manager, kwargs)
-        self._begin(user)
-        plan = self._plan(messages)
         try:
+            self._begin(user)
+            plan = self._plan(messages)
             while True:
                 step = plan.next()
                 if not isinstance(step, Pick):
@@ -461,17 +485,20 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         except Exception as exc:
             self._record(user, None, exc)
             raise
-        tally = _StreamTally(self, plan, step, user)
+        tally = _StreamTally(self, plan, step)
         try:
             for chunk in itertools.chain([first] if first is not None else [], chunks):
                 yield tally.see(chunk)
         except Exception as exc:
             tally.failed(exc)
+            self._record(user, None, exc)
             raise
         except GeneratorExit:
             plan.cancelled(step)
             raise
-        if (last := tally.done()) is not None:
+        last, summary = tally.done()
+        self._record(user, summary, None)
+        if last is not None:
             yield last
 
     async def _astream(
@@ -482,9 +509,9 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         user = self._user(run_manager, kwargs)
-        self._begin(user)
-        plan = self._plan(messages)
         try:
+            await self._abegin(user)
+            plan = self._plan(messages)
             while True:
                 step = plan.next()
                 if not isinstance(step, Pick):
@@ -504,9 +531,9 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
                     continue
                 break
         except Exception as exc:
-            self._record(user, None, exc)
+            await self._arecord(user, None, exc)
             raise
-        tally = _StreamTally(self, plan, step, user)
+        tally = _StreamTally(self, plan, step)
         try:
             if first is not None:
                 yield tally.see(first)
@@ -514,11 +541,14 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
                     yield tally.see(chunk)
         except Exception as exc:
             tally.failed(exc)
+            await self._arecord(user, None, exc)
             raise
         except GeneratorExit:
             plan.cancelled(step)
             raise
-        if (last := tally.done()) is not None:
+        last, summary = tally.done()
+        await self._arecord(user, summary, None)
+        if last is not None:
             yield last
 
     # --- cache -----------------------------------------------------------------------------
@@ -671,8 +701,8 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
 class _StreamTally:
     """Follows one stream after its first chunk: stamps the final chunk, totals usage."""
 
-    def __init__(self, pool: ChatGeminiPool, plan: RequestPlan, step: Pick, user: str) -> None:
-        self._pool, self._plan, self._step, self._user = pool, plan, step, user
+    def __init__(self, pool: ChatGeminiPool, plan: RequestPlan, step: Pick) -> None:
+        self._pool, self._plan, self._step = pool, plan, step
         self._usage: UsageMetadata | None = None
         self._model_name: str | None = None
         self._stamped = False
@@ -703,11 +733,15 @@ class _StreamTally:
         return chunk
 
     def failed(self, exc: BaseException) -> None:
+        """The stream broke after output: record the attempt; the exception carries the usage
+        already streamed (``gemini_pool_usage``), which Google bills."""
         self._plan.failed_after_output(self._step, exc)
-        self._pool._record(self._user, None, exc)
+        with contextlib.suppress(AttributeError):
+            setattr(exc, USAGE_ATTR, self._usage)
 
-    def done(self) -> ChatGenerationChunk | None:
-        """Close the stream's books; returns a final empty chunk if none was stamped yet."""
+    def done(self) -> tuple[ChatGenerationChunk | None, AIMessage]:
+        """Close the stream's books: a final empty chunk if none was stamped yet, and a
+        message summing the stream's usage for the ledger."""
         self._plan.succeeded(self._step, self._usage["input_tokens"] if self._usage else None)
         extra: ChatGenerationChunk | None = None
         if not self._stamped:
@@ -723,8 +757,7 @@ class _StreamTally:
                 "attempts": self._plan.attempts,
             },
         )
-        self._pool._record(self._user, summary, None)
-        return extra
+        return extra, summary
 
 
 def _replay(message: BaseMessage) -> Iterator[AIMessageChunk]:
