@@ -86,10 +86,7 @@ async def test_a_completed_stream_is_stored_and_served_as_chunks(
     pool = make_pool(server, cache=cache)
 
     async def stream(prompt: str) -> list[str]:
-        if use_async:
-            chunks = [c async for c in pool.astream(prompt)]
-        else:
-            chunks = list(pool.stream(prompt))
+        chunks = [c async for c in pool.astream(prompt)] if use_async else list(pool.stream(prompt))
         stream.last = chunks[-1]  # type: ignore[attr-defined]
         return [str(c.content) for c in chunks]
 
