@@ -1,0 +1,145 @@
+"""Quota-aware scheduling through the pool: stay under every project's limits."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+
+import pytest
+
+from langchain_gemini_pool import (
+    AllKeysRateLimitedError,
+    ChatGeminiPool,
+    ManualClock,
+    QuotaLimits,
+)
+from langchain_gemini_pool.testing import FakeGeminiServer, Quota
+
+from .conftest import KEYS
+
+Emulator = Callable[..., FakeGeminiServer]
+MakePool = Callable[..., ChatGeminiPool]
+
+TWO_PROJECTS = {"alpha": KEYS[:2], "beta": KEYS[2:3]}
+
+
+def test_limits_keep_the_pool_from_earning_429s(
+    emulator: Emulator, make_pool: MakePool, clock: ManualClock
+) -> None:
+    server = emulator(keys=TWO_PROJECTS, quotas=Quota(rpm=3), clock=clock)
+    pool = make_pool(
+        server, api_keys=TWO_PROJECTS, clock=clock, limits=QuotaLimits(rpm=3), max_wait=120
+    )
+    for i in range(15):
+        pool.invoke(f"request {i}")
+    stats = server.stats()["total"]
+    assert stats["rate_limited"] == 0
+    assert stats["requests"] == 15
+    # six requests a window fit (3 per project): it waited twice for room instead of
+    # sending requests bound to fail
+    assert len([s for s in clock.slept if s > 0]) == 2
+    served = sorted(s["ok"] for s in server.stats()["projects"].values())
+    assert sum(served) == 15
+    assert served[0] >= 6  # both projects carried their share
+
+
+def test_no_room_within_max_wait_raises_without_sending(
+    emulator: Emulator, make_pool: MakePool, clock: ManualClock
+) -> None:
+    server = emulator(keys=TWO_PROJECTS, quotas=Quota(rpm=2), clock=clock)
+    pool = make_pool(
+        server, api_keys=TWO_PROJECTS, clock=clock, limits=QuotaLimits(rpm=2), max_wait=5
+    )
+    for i in range(4):
+        pool.invoke(f"request {i}")
+    with pytest.raises(AllKeysRateLimitedError) as info:
+        pool.invoke("one too many")
+    assert server.stats()["total"]["requests"] == 4  # nothing sent
+    assert 55 < info.value.retry_after <= 61
+    assert server.stats()["total"]["rate_limited"] == 0
+
+
+def test_room_is_reported_per_project(
+    emulator: Emulator, make_pool: MakePool, clock: ManualClock
+) -> None:
+    server = emulator(keys=TWO_PROJECTS, clock=clock)
+    pool = make_pool(
+        server,
+        api_keys=TWO_PROJECTS,
+        clock=clock,
+        limits={"alpha": QuotaLimits(rpm=10, tpm=1000, rpd=100)},
+    )
+    pool.invoke("hello")  # key 0, project alpha
+    rows = {row["index"]: row for row in pool.pool_status()}
+    assert rows[0]["room"]["rpm"] == 9
+    assert rows[0]["room"]["rpd"] == 99
+    assert rows[1]["room"] == rows[0]["room"]  # same project, same room
+    used = server.stats()["projects"]["alpha"]["prompt_tokens"]
+    assert rows[0]["room"]["tpm"] == 1000 - used  # corrected by the real usage
+    assert rows[2]["room"] == {"rpm": None, "tpm": None, "rpd": None}
+    clock.advance(61)
+    assert pool.pool_status()[0]["room"]["rpm"] == 10
+
+
+def test_token_window_is_respected(
+    emulator: Emulator, make_pool: MakePool, clock: ManualClock
+) -> None:
+    keys = {"only": KEYS[:1]}
+    server = emulator(keys=keys, quotas=Quota(tpm=60), clock=clock)
+    pool = make_pool(server, api_keys=keys, clock=clock, limits=QuotaLimits(tpm=60), max_wait=300)
+    prompt = "x" * 100  # 25 tokens a request
+    for _ in range(6):
+        pool.invoke(prompt)
+    assert server.stats()["total"]["rate_limited"] == 0
+    assert sum(clock.slept) > 60  # six requests of 25 tokens need three windows
+
+
+def test_a_lower_server_limit_corrects_the_setting(
+    emulator: Emulator, make_pool: MakePool, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    keys = {"p": KEYS[:1], "q": KEYS[1:2]}
+    server = emulator(keys=keys, quotas={"p": Quota(rpm=2)}, clock=clock)
+    pool = make_pool(server, api_keys=keys, clock=clock, limits=QuotaLimits(rpm=5))
+    with caplog.at_level(logging.WARNING, logger="langchain_gemini_pool"):
+        for i in range(6):
+            pool.invoke(f"r{i}")
+    assert server.stats()["projects"]["p"]["rate_limited"] == 1  # learned once
+    assert "lowering" in caplog.text
+    clock.advance(61)
+    assert pool.pool_status()[0]["room"]["rpm"] == 2
+
+
+def test_priority_tiers_use_overflow_only_when_needed(
+    emulator: Emulator, make_pool: MakePool, clock: ManualClock
+) -> None:
+    keys = {"paid": KEYS[:1], "free": KEYS[1:3]}
+    server = emulator(keys=keys, clock=clock)
+    pool = make_pool(
+        server,
+        api_keys=keys,
+        clock=clock,
+        limits={
+            "paid": QuotaLimits(rpm=4, priority=0),
+            "free": QuotaLimits(rpm=10, priority=1),
+        },
+    )
+    served = Counter(pool.invoke(f"r{i}").response_metadata["project"] for i in range(7))
+    assert served == {"paid": 4, "free": 3}
+    clock.advance(61)
+    assert pool.invoke("again").response_metadata["project"] == "paid"
+
+
+def test_daily_quota_warning_at_80_percent(
+    emulator: Emulator, make_pool: MakePool, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    keys = {"daily": KEYS[:1]}
+    server = emulator(keys=keys, clock=clock)
+    pool = make_pool(server, api_keys=keys, clock=clock, limits=QuotaLimits(rpd=10))
+    with caplog.at_level(logging.WARNING, logger="langchain_gemini_pool"):
+        for i in range(7):
+            pool.invoke(f"r{i}")
+        assert "80%" not in caplog.text
+        pool.invoke("eighth")
+    assert "daily" in caplog.text
+    assert "80%" in caplog.text
