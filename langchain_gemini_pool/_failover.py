@@ -66,7 +66,7 @@ class RequestPlan:
         self._reserve = reserve
         self._faults = 0
         self._tried: set[int] = set()
-        self._cap = max_attempts + 4 * max(1, len(scheduler.active_indices()))
+        self._cap = max_attempts + 4 * max(1, scheduler.size)
         self.attempts: list[dict[str, Any]] = []
 
     def next(self) -> Pick | float:

@@ -116,13 +116,14 @@ class ProjectWindow:
 
     def reserve(self, now: float, tokens: float) -> list[float]:
         """Count a request sent at ``now``; returns its entry so its tokens can be corrected."""
+        entry = [now, float(tokens)]
+        if self.limits is None:  # purely reactive: nothing to count
+            return entry
         self._roll_day(now)
         self._day_count += 1
-        entry = [now, float(tokens)]
-        if self.limits is not None:
-            self._prune(now)
-            self._events.append(entry)
-            self._tokens += entry[1]
+        self._prune(now)
+        self._events.append(entry)
+        self._tokens += entry[1]
         return entry
 
     def correct(self, entry: list[float], tokens: float) -> None:

@@ -107,6 +107,7 @@ class Scheduler:
         self._keys: list[KeyState] = []
         self._projects: dict[str, ProjectState] = {}
         self._levels: list[tuple[int, list[KeyState]]] = []
+        self._size = 0
         self._cursor: dict[int, int] = {}
 
     # --- membership -------------------------------------------------------------------------
@@ -138,11 +139,17 @@ class Scheduler:
         return self._keys[index]
 
     def _rebuild_levels(self) -> None:
+        self._size = sum(not key.removed for key in self._keys)
         levels: dict[int, list[KeyState]] = {}
         for key in self._keys:
             if not key.removed:
                 levels.setdefault(self._projects[key.project].priority, []).append(key)
         self._levels = sorted(levels.items())
+
+    @property
+    def size(self) -> int:
+        """How many keys are in the pool (removed keys not counted)."""
+        return self._size
 
     def active_indices(self) -> list[int]:
         with self._lock:

@@ -298,7 +298,7 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
 
     def _plan(self, messages: Sequence[BaseMessage] | None, reserve: bool = True) -> RequestPlan:
         tokens = _estimate_tokens(messages) if messages and self.limits is not None else 0
-        keys = len(self._scheduler.active_indices())
+        keys = self._scheduler.size
         return RequestPlan(
             self._scheduler,
             self._clock.now,
