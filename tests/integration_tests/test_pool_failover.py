@@ -372,3 +372,17 @@ async def test_fair_shares_under_asyncio(emulator: Emulator, make_pool: MakePool
     results = await pool.abatch([f"q{i}" for i in range(1000)], config={"max_concurrency": 64})
     shares = Counter(m.response_metadata["key_index"] for m in results)
     assert all(95 <= n <= 105 for n in shares.values()), shares
+
+
+def test_timeouts_are_server_faults_never_quarantines(
+    emulator: Emulator, make_pool: MakePool
+) -> None:
+    server = emulator(faults=Faults(latency_s=0.5))
+    pool = make_pool(server, api_keys=KEYS[:2], clock=ManualClock(), timeout=0.1)
+    with pytest.raises(Exception) as info:  # noqa: PT011 - the transport's own timeout type
+        pool.invoke("slow")
+    outcomes = [a["outcome"] for a in info.value.gemini_pool_attempts]
+    assert outcomes == ["server_fault"] * 3  # max_attempts: each key once, at least 3
+    assert all(row["state"] == "ready" for row in pool.pool_status())
+    server.faults = None
+    assert pool.invoke("fast again").response_metadata["key_index"] in (0, 1)
