@@ -379,7 +379,7 @@ def test_timeouts_are_server_faults_never_quarantines(
 ) -> None:
     server = emulator(faults=Faults(latency_s=0.5))
     pool = make_pool(server, api_keys=KEYS[:2], clock=ManualClock(), timeout=0.1)
-    with pytest.raises(Exception) as info:  # noqa: PT011 - the transport's own timeout type
+    with pytest.raises(Exception) as info:  # the transport's own timeout type
         pool.invoke("slow")
     outcomes = [a["outcome"] for a in info.value.gemini_pool_attempts]
     assert outcomes == ["server_fault"] * 3  # max_attempts: each key once, at least 3
