@@ -89,6 +89,15 @@ def _user_of(metadata: Mapping[str, Any] | None) -> str:
     return str(user) if user not in (None, "") else _DEFAULT_USER
 
 
+def _caller(run_manager: Any, kwargs: dict[str, Any]) -> str:
+    """Who asked: the user ``stream`` passed along (popped, so it never reaches the cache
+    key), else the run's metadata."""
+    passed = kwargs.pop(_USER_KW, None)
+    if passed:
+        return str(passed)
+    return _user_of(getattr(run_manager, "metadata", None))
+
+
 class ChatGeminiPool(ChatGoogleGenerativeAI):
     """``ChatGoogleGenerativeAI`` over several Gemini API keys.
 
@@ -560,7 +569,7 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        call = _Call(_user_of(run_manager.metadata if run_manager else None))
+        call = _Call(_caller(run_manager, kwargs))
         token = _CALL.set(call)
         try:
             result = super()._generate_with_cache(messages, stop, run_manager, **kwargs)
@@ -575,7 +584,7 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        call = _Call(_user_of(run_manager.metadata if run_manager else None))
+        call = _Call(_caller(run_manager, kwargs))
         token = _CALL.set(call)
         try:
             result = await super()._agenerate_with_cache(messages, stop, run_manager, **kwargs)

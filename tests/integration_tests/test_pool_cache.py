@@ -159,3 +159,14 @@ def test_cache_false_skips_the_global_cache(
     finally:
         set_llm_cache(None)
     assert requests_seen(server) == 3
+
+
+def test_stream_without_streaming_support_still_hits_the_cache(
+    emulator: Emulator, make_pool: MakePool, cache: GeminiDiskCache
+) -> None:
+    server = emulator()
+    pool = make_pool(server, cache=cache, disable_streaming=True)
+    list(pool.stream("same", config={"metadata": {"user_id": "bob"}}))  # a miss: stored
+    message = pool.invoke("same", config={"metadata": {"user_id": "alice"}})
+    assert message.response_metadata["cache_hit"] is True  # the user is not in the cache key
+    assert requests_seen(server) == 1
