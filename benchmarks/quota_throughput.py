@@ -250,8 +250,11 @@ def table(rows: list[Row]) -> str:
     lines += [
         "",
         f"achieved/limit = successes / (W x whole {W:g}-s windows from the aligned start to the",
-        f"last answer, at least {MIN_WINDOWS}) / {limit:g} req/s. caller errors = exceptions the "
-        "caller got; HTTP calls and 429s = what the emulator saw.",
+        f"last answer, at least {MIN_WINDOWS}) / {limit:g} req/s; each contender starts on a "
+        "window boundary.",
+        "caller errors = exceptions the caller got after the contender's own retries and waits;",
+        "HTTP calls and 429s = what the emulator saw; calls/success = HTTP calls / successes;",
+        "wall s = start to last answer (short when a contender gives up instead of waiting).",
     ]
     return "\n".join(lines)
 
