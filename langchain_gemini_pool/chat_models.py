@@ -608,29 +608,21 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
             self._record(user, result.generations[0].message, None, cached=True)
         return result
 
-    def _active_cache(self) -> BaseCache | None:
+    def _stream_cache(
+        self, input: LanguageModelInput, stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> _StreamCache | None:
+        """The cache a stream may be served from, at the address ``invoke`` would use."""
         if self.cache is False:
             return None
-        if isinstance(self.cache, BaseCache):
-            return self.cache
-        return get_llm_cache()
-
-    def _cache_address(
-        self, input: LanguageModelInput, stop: list[str] | None, kwargs: dict[str, Any]
-    ) -> tuple[str, str]:
-        """The (prompt, llm_string) pair LangChain's generate path uses for ``input``."""
+        cache = self.cache if isinstance(self.cache, BaseCache) else get_llm_cache()
+        if cache is None:
+            return None
         messages = self._convert_input(input).to_messages()
         normalized = [
             m.model_copy(update={"id": None}) if getattr(m, "id", None) is not None else m
             for m in messages
         ]
-        return dumps(normalized), self._get_llm_string(stop=stop, **kwargs)
-
-    @staticmethod
-    def _cached(cache: BaseCache, prompt: str, llm_string: str) -> bool:
-        peek = getattr(cache, "peek", None)
-        value = peek(prompt, llm_string) if callable(peek) else cache.lookup(prompt, llm_string)
-        return isinstance(value, list) and bool(value)
+        return _StreamCache(cache, dumps(normalized), self._get_llm_string(stop=stop, **kwargs))
 
     def stream(
         self,
@@ -642,9 +634,8 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
     ) -> Iterator[AIMessageChunk]:
         """Stream as ``ChatGoogleGenerativeAI`` does, but served from and stored in the cache."""
         config = ensure_config(config)
-        cache = self._active_cache()
-        address = self._cache_address(input, stop, kwargs) if cache is not None else None
-        if cache is not None and address is not None and self._cached(cache, *address):
+        cache = self._stream_cache(input, stop, kwargs)
+        if cache is not None and cache.hit():
             yield from _replay(self.invoke(input, config, stop=stop, **kwargs))
             return
         user = _user_of(config.get("metadata"))
@@ -652,8 +643,8 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         for chunk in super().stream(input, config, stop=stop, **{**kwargs, _USER_KW: user}):
             collected.append(chunk)
             yield chunk
-        if cache is not None and address is not None and collected:
-            _store(cache, address, collected)
+        if cache is not None and collected:
+            cache.store(collected)
 
     async def astream(
         self,
@@ -663,11 +654,10 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         stop: list[str] | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[AIMessageChunk]:
-        """Async ``stream``, served from and stored in the cache."""
+        """Async ``stream``, served from and stored in the cache (off the event loop)."""
         config = ensure_config(config)
-        cache = self._active_cache()
-        address = self._cache_address(input, stop, kwargs) if cache is not None else None
-        if cache is not None and address is not None and self._cached(cache, *address):
+        cache = self._stream_cache(input, stop, kwargs)
+        if cache is not None and await cache.ahit():
             for chunk in _replay(await self.ainvoke(input, config, stop=stop, **kwargs)):
                 yield chunk
             return
@@ -676,8 +666,8 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         async for chunk in super().astream(input, config, stop=stop, **{**kwargs, _USER_KW: user}):
             collected.append(chunk)
             yield chunk
-        if cache is not None and address is not None and collected:
-            _store(cache, address, collected)
+        if cache is not None and collected:
+            await cache.astore(collected)
 
     # --- other calls that use a key --------------------------------------------------------
 
@@ -800,20 +790,47 @@ def _replay(message: BaseMessage) -> Iterator[AIMessageChunk]:
     )
 
 
-def _store(cache: BaseCache, address: tuple[str, str], chunks: list[AIMessageChunk]) -> None:
-    """Store a completed stream in the cache as one message, as ``invoke`` would have."""
+class _StreamCache:
+    """One stream's place in the cache: is it there (without counting a hit), store it."""
+
+    def __init__(self, cache: BaseCache, prompt: str, llm_string: str) -> None:
+        self._cache, self._prompt, self._llm_string = cache, prompt, llm_string
+
+    def hit(self) -> bool:
+        peek = getattr(self._cache, "peek", self._cache.lookup)  # peek counts no hit
+        found = peek(self._prompt, self._llm_string)
+        return isinstance(found, list) and bool(found)
+
+    async def ahit(self) -> bool:
+        apeek = getattr(self._cache, "apeek", self._cache.alookup)
+        found = await apeek(self._prompt, self._llm_string)
+        return isinstance(found, list) and bool(found)
+
+    def store(self, chunks: list[AIMessageChunk]) -> None:
+        try:
+            self._cache.update(self._prompt, self._llm_string, [_merged(chunks)])
+        except Exception:
+            logger.warning("Could not store a completed stream in the cache.", exc_info=True)
+
+    async def astore(self, chunks: list[AIMessageChunk]) -> None:
+        try:
+            await self._cache.aupdate(self._prompt, self._llm_string, [_merged(chunks)])
+        except Exception:
+            logger.warning("Could not store a completed stream in the cache.", exc_info=True)
+
+
+def _merged(chunks: list[AIMessageChunk]) -> ChatGeneration:
+    """A completed stream as the one message ``invoke`` would have returned."""
     merged = chunks[0]
     for chunk in chunks[1:]:
         merged = merged + chunk
-    message = AIMessage(
-        content=merged.content,
-        tool_calls=merged.tool_calls,
-        usage_metadata=merged.usage_metadata,
-        response_metadata=dict(merged.response_metadata),
-        additional_kwargs=dict(merged.additional_kwargs),
-        id=merged.id,
+    return ChatGeneration(
+        message=AIMessage(
+            content=merged.content,
+            tool_calls=merged.tool_calls,
+            usage_metadata=merged.usage_metadata,
+            response_metadata=dict(merged.response_metadata),
+            additional_kwargs=dict(merged.additional_kwargs),
+            id=merged.id,
+        )
     )
-    try:
-        cache.update(*address, [ChatGeneration(message=message)])
-    except Exception:
-        logger.warning("Could not store a completed stream in the cache.", exc_info=True)
