@@ -101,17 +101,21 @@ class ProjectWindow:
             excess = len(self._events) - limits.rpm
             if excess >= 0:
                 at = max(at, self._events[excess][0] + self._span)
+        if limits.tpm == 0:
+            return math.inf  # checked before the window: an empty window must not admit
         if limits.tpm is not None and self._events:
-            if limits.tpm == 0:
-                return math.inf
             need = self._tokens + tokens - limits.tpm
-            if need > 0:
+            if need > 1e-9:
                 freed = 0.0
                 for t, used in self._events:
                     freed += used
-                    if freed >= need or freed >= self._tokens:
+                    if freed >= need:
                         at = max(at, t + self._span)
                         break
+                else:
+                    # Only an empty window admits it. (``_tokens`` is a running sum, so it
+                    # can drift a hair above the events' own sum: never trust it to stop.)
+                    at = max(at, self._events[-1][0] + self._span)
         return at
 
     def reserve(self, now: float, tokens: float) -> list[float]:
