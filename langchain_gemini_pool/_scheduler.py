@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from langchain_gemini_pool._clock import next_pacific_midnight
 from langchain_gemini_pool._errors import Failure, FailureKind
+from langchain_gemini_pool._load_queue import LoadQueue
 from langchain_gemini_pool._quota import ProjectWindow, QuotaLimits
 
 logger = logging.getLogger("langchain_gemini_pool")
@@ -84,7 +85,8 @@ class Scheduler:
     """Chooses keys and records outcomes.
 
     Args:
-        strategy: ``"round_robin"`` (starting at index 0) or ``"least_used"``.
+        strategy: ``"round_robin"`` (starting at index 0) or ``"least_used"`` (the ready key
+            with the fewest requests plus requests in flight; ties go to the lowest index).
         limits: One ``QuotaLimits`` for every project, or ``{project: QuotaLimits}``.
         default_cooldown_s: Cooldown after a 429 that carries no RetryInfo.
         fault_cooldown_s: Cooldown of a key after a server fault (0: none).
@@ -109,6 +111,7 @@ class Scheduler:
         self._levels: list[tuple[int, list[KeyState]]] = []
         self._size = 0
         self._cursor: dict[int, int] = {}
+        self._queues: dict[int, LoadQueue] = {}  # least_used only: one per priority level
 
     # --- membership -------------------------------------------------------------------------
 
@@ -145,6 +148,20 @@ class Scheduler:
             if not key.removed:
                 levels.setdefault(self._projects[key.project].priority, []).append(key)
         self._levels = sorted(levels.items())
+        if self.strategy == "least_used":
+            self._queues = {priority: LoadQueue() for priority in levels}
+            for key in self._keys:
+                self._requeue(key)
+
+    def _requeue(self, key: KeyState) -> None:
+        """least_used: (re)insert a key at its current load, or drop it if unusable."""
+        if self.strategy != "least_used" or key.removed:
+            return
+        queue = self._queues[self._projects[key.project].priority]
+        if key.invalid_reason is None:
+            queue.push(key.index, self._load(key))
+        else:
+            queue.discard(key.index)
 
     @property
     def size(self) -> int:
@@ -177,6 +194,22 @@ class Scheduler:
         is ready. With ``reserve`` the request is counted against its project's windows.
         """
         with self._lock:
+            if self.strategy == "least_used":
+                for priority, _level in self._levels:
+                    found = self._least_used(self._queues[priority], now, tokens, avoid, reserve)
+                    if found is not None:
+                        return self._take(found, now, tokens, reserve)
+                return self._no_pick(
+                    min(
+                        (
+                            self._ready_at(key, now, tokens, reserve)
+                            for _, keys in self._levels
+                            for key in keys
+                            if key.invalid_reason is None
+                        ),
+                        default=math.inf,
+                    )
+                )
             earliest = math.inf
             for _priority, keys in self._levels:
                 chosen: KeyState | None = None
@@ -197,19 +230,56 @@ class Scheduler:
                         if fallback is None:
                             fallback, fallback_at = key, position
                         continue
-                    if self.strategy == "round_robin":
-                        chosen, chosen_at = key, position
-                        break
-                    if chosen is None or self._load(key) < self._load(chosen):
-                        chosen, chosen_at = key, position
+                    chosen, chosen_at = key, position
+                    break
                 if chosen is None and fallback is not None:
                     chosen, chosen_at = fallback, fallback_at
                 if chosen is not None:
                     self._cursor[_priority] = chosen_at + 1
                     return self._take(chosen, now, tokens, reserve)
-            if math.isinf(earliest) and not self._any_usable():
-                return NoKeys(self._invalid_reasons())
-            return Wait(earliest, self._wait_reason())
+            return self._no_pick(earliest)
+
+    def _no_pick(self, earliest: float) -> Wait | NoKeys:
+        if math.isinf(earliest) and not self._any_usable():
+            return NoKeys(self._invalid_reasons())
+        return Wait(earliest, self._wait_reason())
+
+    def _least_used(
+        self,
+        queue: LoadQueue,
+        now: float,
+        tokens: float,
+        avoid: Collection[int],
+        reserve: bool,
+    ) -> KeyState | None:
+        """The ready key of one level with the least load (ties: lowest index), in O(log n).
+
+        Returns None when the level has no ready key (``choose`` then tries the next level,
+        and after the last one scans every key for the time to wait).
+        """
+        held: list[tuple[int, int]] = []
+        chosen: KeyState | None = None
+        fallback: KeyState | None = None
+        for index, load in queue.candidates(now):
+            key = self._keys[index]
+            if key.invalid_reason is not None or key.removed:
+                queue.discard(index)
+                continue
+            project = self._projects[key.project]
+            cooling = max(key.cooling_until, project.cooling_until)
+            if cooling > now:
+                queue.park(index, load, cooling)
+                continue
+            held.append((index, load))
+            if reserve and project.window.ready_at(now, tokens) > now:
+                continue
+            if index not in avoid:
+                chosen = key
+                break
+            fallback = fallback or key
+        for index, load in held:
+            queue.restore(index, load)
+        return chosen or fallback
 
     @staticmethod
     def _load(key: KeyState) -> int:
@@ -218,6 +288,7 @@ class Scheduler:
     def _take(self, key: KeyState, now: float, tokens: float, reserve: bool) -> Pick:
         key.requests += 1
         key.in_flight += 1
+        self._requeue(key)
         project = self._projects[key.project]
         ticket = project.window.reserve(now, tokens) if reserve else [now, 0.0]
         limits = project.window.limits
@@ -260,6 +331,7 @@ class Scheduler:
             key = self._keys[pick.index]
             key.in_flight = max(0, key.in_flight - 1)
             key.successes += 1
+            self._requeue(key)
             if prompt_tokens is not None:
                 self._projects[key.project].window.correct(pick.ticket, prompt_tokens)
 
@@ -286,12 +358,14 @@ class Scheduler:
                 key.errors += 1
                 if failure.kind is FailureKind.SERVER_FAULT and self.fault_cooldown_s > 0:
                     self._cool(key, now + self.fault_cooldown_s, failure.reason)
+            self._requeue(key)
 
     def release(self, pick: Pick) -> None:
         """The attempt ended without an outcome worth recording (e.g. cancelled)."""
         with self._lock:
             key = self._keys[pick.index]
             key.in_flight = max(0, key.in_flight - 1)
+            self._requeue(key)
 
     @staticmethod
     def _cool(key: KeyState, until: float, reason: str) -> None:
@@ -341,6 +415,9 @@ class Scheduler:
             key.cooling_until, key.cool_reason = 0.0, None
             project = self._projects[key.project]
             project.cooling_until, project.cool_reason = 0.0, None
+            for other in self._keys:  # their parked entries wait for a cooldown now lifted
+                if other.project == key.project:
+                    self._requeue(other)
 
     # --- reporting --------------------------------------------------------------------------
 
