@@ -376,6 +376,28 @@ def test_transport_errors_are_server_faults(exc: BaseException) -> None:
     assert failure.reason == f"transport: {type(exc).__name__}"
 
 
+def read_request(conn: socket.socket) -> None:
+    """Read one whole HTTP request (headers and a Content-Length body)."""
+    conn.settimeout(2.0)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(body) < length:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return
+        body += chunk
+
+
 @pytest.fixture
 def silent_server() -> Iterator[tuple[int, threading.Event]]:
     """A loopback port that accepts connections, then either stays silent or hangs up."""
@@ -392,8 +414,8 @@ def silent_server() -> Iterator[tuple[int, threading.Event]]:
             except TimeoutError:
                 continue
             if hang_up.is_set():
-                conn.recv(65536)
-                conn.close()
+                read_request(conn)
+                conn.close()  # a clean FIN; unread bytes would make it a reset instead
             else:
                 held.append(conn)
 
