@@ -191,7 +191,9 @@ class Scheduler:
         """Pick the next key for a request of ``tokens`` estimated input tokens.
 
         Keys in ``avoid`` (already tried for this request) are used only when no other key
-        is ready. With ``reserve`` the request is counted against its project's windows.
+        of their priority level is ready: a tried key of a lower number still comes before
+        the keys of a higher one, which are for when the lower level is out of room. With
+        ``reserve`` the request is counted against its project's windows.
         """
         with self._lock:
             if self.strategy == "least_used":

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import pytest
+from google.genai import errors as genai_errors
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -125,6 +126,13 @@ def test_avoided_keys_are_used_only_when_no_other_is_ready() -> None:
     assert pick(scheduler, NOON, avoid={0, 1}).index == 2
     scheduler.on_failure(Pick(2, [NOON, 0.0]), rate_limited(60), NOON)
     assert pick(scheduler, NOON, avoid={0, 1}).index in (0, 1)
+
+
+@pytest.mark.parametrize("strategy", ["round_robin", "least_used"])
+def test_a_tried_key_of_the_first_tier_still_comes_before_the_next_tier(strategy: str) -> None:
+    limits = {"paid": QuotaLimits(priority=0), "free": QuotaLimits(priority=1)}
+    scheduler = make({"paid": 1, "free": 1}, strategy, limits)
+    assert pick(scheduler, NOON, avoid={0}).index == 0
 
 
 def test_an_empty_scheduler_has_no_keys() -> None:
@@ -525,8 +533,6 @@ def test_plan_fails_over_on_rate_limits_and_bad_keys_without_waiting() -> None:
     plan = RequestPlan(scheduler, clock.now, max_attempts=3, max_wait=0)
     a = plan.next()
     assert isinstance(a, Pick)
-    from google.genai import errors as genai_errors
-
     too_many = genai_errors.ClientError(429, {"error": {"code": 429, "message": "slow down"}})
     assert plan.failed(a, too_many) == 0.0
     b = plan.next()
