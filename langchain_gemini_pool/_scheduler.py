@@ -133,7 +133,10 @@ class Scheduler:
 
     def remove_key(self, index: int) -> None:
         with self._lock:
-            self._key(index).removed = True
+            key = self._key(index)
+            if self.strategy == "least_used":
+                self._queues[self._projects[key.project].priority].discard(index)
+            key.removed = True
             self._rebuild_levels()
 
     def _key(self, index: int) -> KeyState:
@@ -149,9 +152,11 @@ class Scheduler:
                 levels.setdefault(self._projects[key.project].priority, []).append(key)
         self._levels = sorted(levels.items())
         if self.strategy == "least_used":
-            self._queues = {priority: LoadQueue() for priority in levels}
-            for key in self._keys:
-                self._requeue(key)
+            for priority, level in levels.items():
+                queue = self._queues.setdefault(priority, LoadQueue())
+                for key in level:
+                    if key.index not in queue and key.invalid_reason is None:
+                        self._requeue(key)
 
     def _requeue(self, key: KeyState) -> None:
         """least_used: (re)insert a key at its current load, or drop it if unusable."""
@@ -272,13 +277,13 @@ class Scheduler:
             if cooling > now:
                 queue.park(index, load, cooling)
                 continue
-            held.append((index, load))
-            if reserve and project.window.ready_at(now, tokens) > now:
-                continue
-            if index not in avoid:
-                chosen = key
+            fits = not reserve or project.window.ready_at(now, tokens) <= now
+            if fits and index not in avoid:
+                chosen = key  # not given back: _take re-queues it at its new load
                 break
-            fallback = fallback or key
+            held.append((index, load))
+            if fits and fallback is None:
+                fallback = key
         for index, load in held:
             queue.restore(index, load)
         return chosen or fallback
