@@ -62,6 +62,7 @@ class ProjectWindow:
     def __init__(self, limits: QuotaLimits | None) -> None:
         self.limits = limits
         self._events: deque[list[float]] = deque()  # [time, tokens]
+        self._live: set[int] = set()  # id() of each entry in _events: O(1) "still counted?"
         self._tokens = 0.0
         self._day = ""
         self._day_count = 0
@@ -76,7 +77,9 @@ class ProjectWindow:
         horizon = now - self._span
         events = self._events
         while events and events[0][0] <= horizon:
-            self._tokens -= events.popleft()[1]
+            gone = events.popleft()
+            self._tokens -= gone[1]
+            self._live.discard(id(gone))
         if not events:
             self._tokens = 0.0
 
@@ -127,6 +130,7 @@ class ProjectWindow:
         self._day_count += 1
         self._prune(now)
         self._events.append(entry)
+        self._live.add(id(entry))
         self._tokens += entry[1]
         return entry
 
@@ -136,7 +140,8 @@ class ProjectWindow:
             return
         delta = float(tokens) - entry[1]
         entry[1] = float(tokens)
-        if any(e is entry for e in self._events):
+        # The caller holds ``entry``, so no other live object shares its id().
+        if id(entry) in self._live:
             self._tokens += delta
 
     def room(self, now: float) -> dict[str, int | None]:
