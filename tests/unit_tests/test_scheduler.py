@@ -366,6 +366,17 @@ def test_a_full_tpm_window_is_refused_despite_float_drift() -> None:
     assert window.ready_at(NOON, 50) == NOON + 1.01  # 1.14 + 50 does not: wait for the span
 
 
+def test_a_correction_after_the_window_slid_changes_nothing() -> None:
+    window = ProjectWindow(QuotaLimits(tpm=1000, window_s=10))
+    old = window.reserve(NOON, 600)
+    window.reserve(NOON + 11, 100)  # slides the first one out
+    window.correct(old, 5)  # its response arrived late: no longer in the window
+    assert window.room(NOON + 11)["tpm"] == 900
+    fresh = window.reserve(NOON + 12, 300)
+    window.correct(fresh, 50)
+    assert window.room(NOON + 12)["tpm"] == 850
+
+
 def test_a_request_larger_than_tpm_goes_alone_when_the_window_is_empty() -> None:
     clock = ManualClock(NOON)
     scheduler = make({"a": 1}, limits=QuotaLimits(tpm=100, window_s=10))
