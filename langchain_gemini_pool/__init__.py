@@ -21,8 +21,9 @@ from langchain_gemini_pool._usage_limits import (
     resolve_limits,
 )
 from langchain_gemini_pool._usage_prices import DEFAULT_PRICES, ModelPrice, estimate_cost
-from langchain_gemini_pool._usage_record import UsageTotals
+from langchain_gemini_pool._usage_record import UsageRecord, UsageTotals
 from langchain_gemini_pool.chat_models import ChatGeminiPool
+from langchain_gemini_pool.testing import FakeGeminiServer, Faults, Quota
 
 __version__ = "0.1.0"
 
@@ -31,16 +32,20 @@ __all__ = [
     "AllKeysRateLimitedError",
     "ChatGeminiPool",
     "Clock",
+    "FakeGeminiServer",
+    "Faults",
     "GeminiDiskCache",
     "GeminiUsageCallbackHandler",
     "ManualClock",
     "ModelPrice",
     "NoValidKeysError",
+    "Quota",
     "QuotaLimits",
     "SystemClock",
     "UsageLedger",
     "UsageLimitExceededError",
     "UsageLimits",
+    "UsageRecord",
     "UsageTotals",
     "__version__",
     "check_usage",

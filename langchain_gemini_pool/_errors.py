@@ -19,6 +19,7 @@ bad_request     any other 4xx (incl. any other 403), context     raise at once, 
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -264,10 +265,14 @@ class AllKeysRateLimitedError(ModelRateLimitError):
     def __init__(self, retry_after: float, detail: str = "") -> None:
         self.retry_after = float(retry_after)
         self.detail = detail
-        text = (
-            f"All Gemini API keys are rate limited; the next key frees in "
-            f"{self.retry_after:.1f} seconds"
-        )
+        if math.isinf(self.retry_after):
+            text = "All Gemini API keys are rate limited and none will free: every project "
+            text += "left has a limit of 0 for this model"
+        else:
+            text = (
+                f"All Gemini API keys are rate limited; the next key frees in "
+                f"{self.retry_after:.1f} seconds"
+            )
         if detail:
             text += f" ({detail})"
         text += ". Wait and retry, raise max_wait, or add keys of another project."

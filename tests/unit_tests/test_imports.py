@@ -1,0 +1,55 @@
+"""The public face: exactly these names, all importable from the package itself."""
+
+from __future__ import annotations
+
+import langchain_gemini_pool
+from langchain_gemini_pool import testing
+
+EXPECTED_ALL = {
+    "AllKeysRateLimitedError",
+    "ChatGeminiPool",
+    "Clock",
+    "DEFAULT_PRICES",
+    "FakeGeminiServer",
+    "Faults",
+    "GeminiDiskCache",
+    "GeminiUsageCallbackHandler",
+    "ManualClock",
+    "ModelPrice",
+    "NoValidKeysError",
+    "Quota",
+    "QuotaLimits",
+    "SystemClock",
+    "UsageLedger",
+    "UsageLimitExceededError",
+    "UsageLimits",
+    "UsageRecord",
+    "UsageTotals",
+    "__version__",
+    "check_usage",
+    "compute_overage",
+    "estimate_cost",
+    "get_gemini_usage_callback",
+    "load_api_keys",
+    "mask_key",
+    "resolve_limits",
+}
+
+
+def test_all_is_exactly_the_public_face() -> None:
+    assert set(langchain_gemini_pool.__all__) == EXPECTED_ALL
+    for name in EXPECTED_ALL:
+        assert getattr(langchain_gemini_pool, name) is not None
+
+
+def test_the_emulator_names_are_the_same_objects_at_both_addresses() -> None:
+    for name in ("FakeGeminiServer", "Faults", "Quota"):
+        assert getattr(langchain_gemini_pool, name) is getattr(testing, name)
+
+
+def test_exceptions_are_langchain_model_errors() -> None:
+    from langchain_core.exceptions import ModelAuthenticationError, ModelRateLimitError
+
+    assert issubclass(langchain_gemini_pool.AllKeysRateLimitedError, ModelRateLimitError)
+    assert issubclass(langchain_gemini_pool.NoValidKeysError, ModelAuthenticationError)
+    assert issubclass(langchain_gemini_pool.UsageLimitExceededError, ModelRateLimitError)
