@@ -42,6 +42,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from typing import Any
 
 from langchain_google_genai import ChatGoogleGenerativeAI
@@ -204,7 +205,7 @@ def litellm_rows() -> Row:
         limited = run("(d) LiteLLM Router", litellm_router(scaled_rpm))
     except Exception as exc:
         return Row("(d) LiteLLM Router", note=f"not run: {type(exc).__name__}: {exc}"[:200])
-    plain.note = "defaults, no rpm"
+    plain.note = f"litellm {version('litellm')}, defaults, no rpm"
     limited.note = f"usage-based-routing-v2, rpm={scaled_rpm}/deployment"
     better, other = sorted([plain, limited], key=lambda r: (-(r.rate or 0), r.errors, r.calls))
     better.note += (
