@@ -124,12 +124,10 @@ async def test_a_stream_cut_after_output_reconciles_its_attempts(
             pass
     billed = server.stats()["total"]["total_tokens"]
     assert billed > 0  # the emulator bills the chunk it sent before the cut
+    assert caught.value.gemini_pool_usage is not None  # the pool hands over what was billed
     for totals in (usage.total, ledger.totals(user="dan")):
         assert (totals.requests, totals.failed_requests, totals.attempts) == (1, 1, 1)
-        # Tokens of a broken stream are counted only if the pool hands them over on the
-        # exception (``gemini_pool_usage``); then they match the emulator's bill exactly.
-        expected = billed if hasattr(caught.value, "gemini_pool_usage") else 0
-        assert totals.total_tokens == expected
+        assert totals.total_tokens == billed
 
 
 async def test_hard_limit_refuses_before_sending(
@@ -156,3 +154,28 @@ async def test_hard_limit_refuses_before_sending(
     assert usage.by_user["carol"].refused_requests == 2
     assert usage.by_user["carol"].attempts == 2
     assert ledger.totals(user="carol", period="day").successful_requests == 2
+    assert ledger.totals(user="carol", period="day").refused_requests == 2
+    clock.advance(86_400)  # a new day: carol may ask again
+    pool.invoke("five", config=carol)
+    assert server.stats()["total"]["requests"] == 4
+
+
+async def test_soft_limit_records_overage_and_cache_hits_are_free(
+    emulator: Emulator, make_pool: MakePool
+) -> None:
+    server = emulator()
+    pool = make_pool(
+        server,
+        cache=InMemoryCache(),
+        usage_limits={"erin": UsageLimits(requests_per_day=1, tokens_per_day=10, hard=False)},
+    )
+    erin: Any = {"metadata": {"user_id": "erin"}}
+    first = pool.invoke("a question of some length", config=erin)
+    assert pool.overage("erin") == {"tokens_per_day": first.usage_metadata["total_tokens"] - 10}
+    pool.invoke("a question of some length", config=erin)  # a cache hit: free, not a request
+    pool.invoke("another question", config=erin)  # soft: let through
+    assert server.stats()["total"]["requests"] == 2
+    overage = pool.overage("erin")
+    assert overage["requests_per_day"] == 1
+    assert overage["tokens_per_day"] > 0
+    assert pool.overage("nobody") == {}
