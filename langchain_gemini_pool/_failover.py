@@ -66,6 +66,7 @@ class RequestPlan:
         self._reserve = reserve
         self._faults = 0
         self._tried: set[int] = set()
+        self._booked: Pick | None = None
         self._cap = max_attempts + 4 * max(1, scheduler.size)
         self.attempts: list[dict[str, Any]] = []
 
@@ -77,9 +78,20 @@ class RequestPlan:
             AllKeysRateLimitedError: No key frees before the wait budget runs out.
         """
         now = self._now()
-        decision = self._scheduler.choose(now, self._tokens, self._tried, self._reserve)
+        booked = self._booked
+        if booked is not None:  # a slot booked earlier: wait for it, then use it
+            if booked.at > now:
+                return booked.at - now
+            self._booked = None
+            return booked
+        decision = self._scheduler.choose(
+            now, self._tokens, self._tried, self._reserve, book_until=self._deadline
+        )
         if isinstance(decision, Pick):
             self._tried.add(decision.index)
+            if decision.at > now:
+                self._booked = decision
+                return decision.at - now
             return decision
         if isinstance(decision, NoKeys):
             raise self._tag(NoValidKeysError(decision.reasons))
@@ -117,6 +129,12 @@ class RequestPlan:
 
     def cancelled(self, pick: Pick) -> None:
         self._scheduler.release(pick)
+
+    def close(self) -> None:
+        """The request is over: a slot it booked and never used gives its key back."""
+        if self._booked is not None:
+            self._scheduler.release(self._booked)
+            self._booked = None
 
     def _record(self, pick: Pick, outcome: str) -> None:
         self.attempts.append(

@@ -5,6 +5,7 @@ Pure arithmetic on timestamps; the caller passes ``now``. Nothing here does I/O 
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 from dataclasses import dataclass, replace
@@ -128,8 +129,13 @@ class ProjectWindow:
             return entry
         self._roll_day(now)
         self._day_count += 1
-        self._prune(now)
-        self._events.append(entry)
+        # ``now`` may be a booked future slot: never prune with it (events that expire by
+        # then still count for requests sent before it), and keep the events in time order.
+        events = self._events
+        if not events or events[-1][0] <= now:
+            events.append(entry)
+        else:
+            events.insert(bisect.bisect_right([e[0] for e in events], now), entry)
         self._live.add(id(entry))
         self._tokens += entry[1]
         return entry

@@ -64,6 +64,8 @@ class Pick:
 
     index: int
     ticket: list[float] = field(compare=False)
+    at: float = field(default=0.0, compare=False)
+    """When to send: later than ``now`` for a slot booked by ``choose(book_until=...)``."""
 
 
 @dataclass(frozen=True)
@@ -192,6 +194,7 @@ class Scheduler:
         tokens: float = 0.0,
         avoid: Collection[int] = (),
         reserve: bool = True,
+        book_until: float | None = None,
     ) -> Pick | Wait | NoKeys:
         """Pick the next key for a request of ``tokens`` estimated input tokens.
 
@@ -199,52 +202,87 @@ class Scheduler:
         of their priority level is ready: a tried key of a lower number still comes before
         the keys of a higher one, which are for when the lower level is out of room. With
         ``reserve`` the request is counted against its project's windows.
+
+        With ``book_until``, when no key is ready now but a project with limits frees a
+        slot by then, that slot is booked (counted in the window at its future time) and
+        returned with ``Pick.at`` set: waiters are then served first come, first served,
+        instead of racing for each slot as they wake, where an unlucky one can lose window
+        after window and run out of ``max_wait`` while the pool is at full throughput.
         """
         with self._lock:
-            if self.strategy == "least_used":
-                for priority, _level in self._levels:
-                    found = self._least_used(self._queues[priority], now, tokens, avoid, reserve)
-                    if found is not None:
-                        return self._take(found, now, tokens, reserve)
-                return self._no_pick(
-                    min(
-                        (
-                            self._ready_at(key, now, tokens, reserve)
-                            for _, keys in self._levels
-                            for key in keys
-                            if key.invalid_reason is None
-                        ),
-                        default=math.inf,
-                    )
+            picked = self._choose(now, tokens, avoid, reserve)
+            if isinstance(picked, Wait) and reserve and book_until is not None:
+                return self._book(now, tokens, avoid, book_until) or picked
+            return picked
+
+    def _book(
+        self, now: float, tokens: float, avoid: Collection[int], book_until: float
+    ) -> Pick | None:
+        """Book the earliest future slot of a project with limits, if it frees in time."""
+        best: KeyState | None = None
+        best_at = math.inf
+        for _priority, keys in self._levels:
+            for key in keys:
+                project = self._projects[key.project]
+                if key.invalid_reason is not None or project.window.limits is None:
+                    continue
+                at = self._ready_at(key, now, tokens, True)
+                tried = best is not None and best.index in avoid and key.index not in avoid
+                if at < best_at or (at == best_at and tried):
+                    best, best_at = key, at
+        if best is None or best_at > book_until or math.isinf(best_at):
+            return None
+        pick = self._take(best, best_at, tokens, True)
+        return Pick(pick.index, pick.ticket, best_at)
+
+    def _choose(
+        self, now: float, tokens: float, avoid: Collection[int], reserve: bool
+    ) -> Pick | Wait | NoKeys:
+        """``choose`` without booking; the caller holds the lock."""
+        if self.strategy == "least_used":
+            for priority, _level in self._levels:
+                found = self._least_used(self._queues[priority], now, tokens, avoid, reserve)
+                if found is not None:
+                    return self._take(found, now, tokens, reserve)
+            return self._no_pick(
+                min(
+                    (
+                        self._ready_at(key, now, tokens, reserve)
+                        for _, keys in self._levels
+                        for key in keys
+                        if key.invalid_reason is None
+                    ),
+                    default=math.inf,
                 )
-            earliest = math.inf
-            for _priority, keys in self._levels:
-                chosen: KeyState | None = None
-                fallback: KeyState | None = None
-                chosen_at = fallback_at = 0
-                n = len(keys)
-                start = self._cursor.get(_priority, 0) % n
-                for offset in range(n):
-                    key = keys[(start + offset) % n]
-                    if key.invalid_reason is not None:
-                        continue
-                    at = self._ready_at(key, now, tokens, reserve)
-                    if at > now:
-                        earliest = min(earliest, at)
-                        continue
-                    position = (start + offset) % n
-                    if key.index in avoid:
-                        if fallback is None:
-                            fallback, fallback_at = key, position
-                        continue
-                    chosen, chosen_at = key, position
-                    break
-                if chosen is None and fallback is not None:
-                    chosen, chosen_at = fallback, fallback_at
-                if chosen is not None:
-                    self._cursor[_priority] = chosen_at + 1
-                    return self._take(chosen, now, tokens, reserve)
-            return self._no_pick(earliest)
+            )
+        earliest = math.inf
+        for _priority, keys in self._levels:
+            chosen: KeyState | None = None
+            fallback: KeyState | None = None
+            chosen_at = fallback_at = 0
+            n = len(keys)
+            start = self._cursor.get(_priority, 0) % n
+            for offset in range(n):
+                key = keys[(start + offset) % n]
+                if key.invalid_reason is not None:
+                    continue
+                at = self._ready_at(key, now, tokens, reserve)
+                if at > now:
+                    earliest = min(earliest, at)
+                    continue
+                position = (start + offset) % n
+                if key.index in avoid:
+                    if fallback is None:
+                        fallback, fallback_at = key, position
+                    continue
+                chosen, chosen_at = key, position
+                break
+            if chosen is None and fallback is not None:
+                chosen, chosen_at = fallback, fallback_at
+            if chosen is not None:
+                self._cursor[_priority] = chosen_at + 1
+                return self._take(chosen, now, tokens, reserve)
+        return self._no_pick(earliest)
 
     def _no_pick(self, earliest: float) -> Wait | NoKeys:
         if math.isinf(earliest) and not self._any_usable():

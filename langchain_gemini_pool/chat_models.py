@@ -393,6 +393,7 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         **kwargs: Any,
     ) -> ChatResult:
         user = self._user(run_manager, kwargs)
+        plan: RequestPlan | None = None
         try:
             self._begin(user)
             plan = self._plan(messages)
@@ -418,6 +419,9 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         except Exception as exc:
             self._record(user, None, exc)
             raise
+        finally:
+            if plan is not None:
+                plan.close()
 
     async def _agenerate(
         self,
@@ -427,6 +431,7 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         **kwargs: Any,
     ) -> ChatResult:
         user = self._user(run_manager, kwargs)
+        plan: RequestPlan | None = None
         try:
             await self._abegin(user)
             plan = self._plan(messages)
@@ -452,6 +457,9 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         except Exception as exc:
             await self._arecord(user, None, exc)
             raise
+        finally:
+            if plan is not None:
+                plan.close()
 
     def _finish(self, plan: RequestPlan, step: Pick, result: ChatResult) -> None:
         message = result.generations[0].message
@@ -470,6 +478,7 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         user = self._user(run_manager, kwargs)
+        plan: RequestPlan | None = None
         try:
             self._begin(user)
             plan = self._plan(messages)
@@ -494,6 +503,9 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         except Exception as exc:
             self._record(user, None, exc)
             raise
+        finally:
+            if plan is not None:
+                plan.close()
         tally = _StreamTally(self, plan, step)
         try:
             for chunk in itertools.chain([first] if first is not None else [], chunks):
@@ -518,6 +530,7 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         user = self._user(run_manager, kwargs)
+        plan: RequestPlan | None = None
         try:
             await self._abegin(user)
             plan = self._plan(messages)
@@ -542,6 +555,9 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         except Exception as exc:
             await self._arecord(user, None, exc)
             raise
+        finally:
+            if plan is not None:
+                plan.close()
         tally = _StreamTally(self, plan, step)
         try:
             if first is not None:

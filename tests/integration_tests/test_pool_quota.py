@@ -143,3 +143,22 @@ def test_daily_quota_warning_at_80_percent(
         pool.invoke("eighth")
     assert "daily" in caplog.text
     assert "80%" in caplog.text
+
+
+async def test_waiters_are_served_in_order_and_a_cancelled_wait_gives_its_slot_back(
+    emulator: Emulator, make_pool: MakePool
+) -> None:
+    import asyncio
+
+    keys = {"only": KEYS[:1]}
+    server = emulator(keys=keys)
+    pool = make_pool(server, api_keys=keys, limits=QuotaLimits(rpm=1, window_s=30))
+    await pool.ainvoke("first")
+    waiting = asyncio.create_task(pool.ainvoke("second"))  # books the slot in ~30 s
+    await asyncio.sleep(0.2)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    key = pool._scheduler._keys[0]
+    assert key.in_flight == 0  # the booked, unused slot released its key
+    assert server.stats()["total"]["requests"] == 1
