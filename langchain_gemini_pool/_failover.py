@@ -69,6 +69,8 @@ class RequestPlan:
         self._booked: Pick | None = None
         self._cap = max_attempts + 4 * max(1, scheduler.size)
         self.attempts: list[dict[str, Any]] = []
+        self.quota_warnings: list[dict[str, Any]] = []
+        """Projects this request took to 80% of their daily quota (see ``Pick.quota_warning``)."""
 
     def next(self) -> Pick | float:
         """The key to try next, or seconds to wait before asking again.
@@ -89,6 +91,8 @@ class RequestPlan:
         )
         if isinstance(decision, Pick):
             self._tried.add(decision.index)
+            if decision.quota_warning is not None:
+                self.quota_warnings.append(decision.quota_warning)
             if decision.at > now:
                 self._booked = decision
                 return decision.at - now

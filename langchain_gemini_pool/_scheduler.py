@@ -66,6 +66,8 @@ class Pick:
     ticket: list[float] = field(compare=False)
     at: float = field(default=0.0, compare=False)
     """When to send: later than ``now`` for a slot booked by ``choose(book_until=...)``."""
+    quota_warning: dict[str, Any] | None = field(default=None, compare=False)
+    """Set on the pick that took its project to 80% of its daily quota (once a day)."""
 
 
 @dataclass(frozen=True)
@@ -337,17 +339,20 @@ class Scheduler:
         project = self._projects[key.project]
         ticket = project.window.reserve(now, tokens) if reserve else [now, 0.0]
         limits = project.window.limits
+        warning: dict[str, Any] | None = None
         if reserve and limits and limits.rpd:
             day = project.window._day
-            if project.window.day_fraction(now) >= 0.8 and project.window.warned_day != day:
+            used = project.window.day_fraction(now)
+            if used >= 0.8 and project.window.warned_day != day:
                 project.window.warned_day = day
+                warning = {"project": project.name, "used": round(used, 3), "rpd": limits.rpd}
                 logger.warning(
                     "Project %s has used %d%% of its daily request quota (%d requests).",
                     project.name,
-                    int(100 * project.window.day_fraction(now)),
+                    int(100 * used),
                     limits.rpd,
                 )
-        return Pick(key.index, ticket)
+        return Pick(key.index, ticket, quota_warning=warning)
 
     def _any_usable(self) -> bool:
         return any(k.invalid_reason is None for _, keys in self._levels for k in keys)

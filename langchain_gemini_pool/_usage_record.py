@@ -74,6 +74,9 @@ class UsageTotals:
     """Billed requests whose cost is known."""
     unknown_cost_requests: int = 0
     """Billed requests whose model (or usage) the price table could not price."""
+    quota_warnings: int = 0
+    """Requests that took their project to 80% of its daily quota (the pool's
+    ``response_metadata["quota_warnings"]``; once per project and Pacific day)."""
 
     def add(self, other: UsageTotals) -> UsageTotals:
         """Add ``other`` into these totals in place, and return them."""
@@ -256,7 +259,15 @@ def usage_record(
         key_index = attempts[-1].key_index if key_index is None else key_index
         project = attempts[-1].project if project is None else project
     usage = _billed(getattr(message, "usage_metadata", None), name, served_by, prices)
-    usage.add(UsageTotals(requests=1, attempts=len(attempts), successful_requests=1))
+    warnings = meta.get("quota_warnings")
+    usage.add(
+        UsageTotals(
+            requests=1,
+            attempts=len(attempts),
+            successful_requests=1,
+            quota_warnings=len(warnings) if isinstance(warnings, list) else 0,
+        )
+    )
     return UsageRecord(
         user=user,
         model=model_name,

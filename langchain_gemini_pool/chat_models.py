@@ -361,13 +361,27 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         if self._ledger is not None:  # a disk ledger writes: keep it off the event loop
             await asyncio.to_thread(self._record, user, message, error, cached=cached)
 
-    def _stamp(self, message: BaseMessage, pick: Pick, attempts: list[dict[str, Any]]) -> None:
+    def _stamp(self, message: BaseMessage, pick: Pick, plan: RequestPlan) -> None:
+        """Say on the message which key served it, how, and any quota warning it caused."""
+        attempts = list(plan.attempts)
+        if (
+            not attempts or attempts[-1]["outcome"] != "ok"
+        ):  # a stream stamps before the books close
+            attempts.append(
+                {
+                    "key_index": pick.index,
+                    "project": self._scheduler.project_of(pick.index),
+                    "outcome": "ok",
+                }
+            )
         message.response_metadata.update(
             key_index=pick.index,
             key_fingerprint=self._scheduler.fingerprint_of(pick.index),
             project=self._scheduler.project_of(pick.index),
-            attempts=list(attempts),
+            attempts=attempts,
         )
+        if plan.quota_warnings:
+            message.response_metadata["quota_warnings"] = list(plan.quota_warnings)
 
     def _rotated(self, pick: Pick) -> ChatGoogleGenerativeAI:
         logger.debug("Rotated to API key index %d", pick.index)
@@ -466,7 +480,7 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         usage = getattr(message, "usage_metadata", None)
         plan.succeeded(step, usage["input_tokens"] if usage else None)
         for generation in result.generations:
-            self._stamp(generation.message, step, plan.attempts)
+            self._stamp(generation.message, step, plan)
 
     # --- stream ----------------------------------------------------------------------------
 
@@ -722,16 +736,6 @@ class _StreamTally:
         self._model_name: str | None = None
         self._stamped = False
 
-    def _final_attempts(self) -> list[dict[str, Any]]:
-        return [
-            *self._plan.attempts,
-            {
-                "key_index": self._step.index,
-                "project": self._pool._scheduler.project_of(self._step.index),
-                "outcome": "ok",
-            },
-        ]
-
     def see(self, chunk: ChatGenerationChunk) -> ChatGenerationChunk:
         message = chunk.message
         usage = getattr(message, "usage_metadata", None)
@@ -741,7 +745,7 @@ class _StreamTally:
         if isinstance(name, str):
             self._model_name = name
         if (chunk.generation_info or {}).get("finish_reason") and not self._stamped:
-            self._pool._stamp(message, self._step, self._final_attempts())
+            self._pool._stamp(message, self._step, self._plan)
             if isinstance(message, AIMessageChunk):
                 message.chunk_position = "last"
             self._stamped = True
@@ -761,17 +765,13 @@ class _StreamTally:
         extra: ChatGenerationChunk | None = None
         if not self._stamped:
             extra = ChatGenerationChunk(message=AIMessageChunk(content="", chunk_position="last"))
-            self._pool._stamp(extra.message, self._step, self._plan.attempts)
+            self._pool._stamp(extra.message, self._step, self._plan)
         summary = AIMessage(
             content="",
             usage_metadata=self._usage,
-            response_metadata={
-                "model_name": self._model_name,
-                "key_index": self._step.index,
-                "project": self._pool._scheduler.project_of(self._step.index),
-                "attempts": self._plan.attempts,
-            },
+            response_metadata={"model_name": self._model_name},
         )
+        self._pool._stamp(summary, self._step, self._plan)
         return extra, summary
 
 

@@ -13,6 +13,7 @@ from langchain_gemini_pool import (
     ChatGeminiPool,
     ManualClock,
     QuotaLimits,
+    get_gemini_usage_callback,
 )
 from langchain_gemini_pool.testing import FakeGeminiServer, Quota
 
@@ -136,13 +137,23 @@ def test_daily_quota_warning_at_80_percent(
     keys = {"daily": KEYS[:1]}
     server = emulator(keys=keys, clock=clock)
     pool = make_pool(server, api_keys=keys, clock=clock, limits=QuotaLimits(rpd=10))
-    with caplog.at_level(logging.WARNING, logger="langchain_gemini_pool"):
+    with (
+        caplog.at_level(logging.WARNING, logger="langchain_gemini_pool"),
+        get_gemini_usage_callback() as usage,
+    ):
         for i in range(7):
-            pool.invoke(f"r{i}")
+            assert "quota_warnings" not in pool.invoke(f"r{i}").response_metadata
         assert "80%" not in caplog.text
-        pool.invoke("eighth")
+        chunks = list(pool.stream("eighth"))  # the request that reaches 80%
+        pool.invoke("ninth")
     assert "daily" in caplog.text
     assert "80%" in caplog.text
+    assert chunks[-1].response_metadata["quota_warnings"] == [
+        {"project": "daily", "used": 0.8, "rpd": 10}
+    ]
+    # a callback event the usage handler counts, once
+    assert usage.total.quota_warnings == 1
+    assert usage.by_project["daily"].quota_warnings == 1
 
 
 async def test_waiters_are_served_in_order_and_a_cancelled_wait_gives_its_slot_back(
