@@ -27,7 +27,7 @@ from langchain_gemini_pool import (
 )
 
 UTC = timezone.utc
-FAKE_KEY = "AIzaSyFAKE-not-a-real-key-0123456789wxyz"
+FAKE_KEY = "fake-ledger-key-not-a-real-key-0123456789wxyz"
 
 
 def served(key: int = 0, project: str = "p0", tokens: int = 100, **extra: Any) -> AIMessage:
