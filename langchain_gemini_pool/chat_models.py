@@ -150,7 +150,6 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
     usage_limits: Any = Field(default=None, exclude=True)
     """``UsageLimits`` for every user, or ``{user_id: UsageLimits}``."""
 
-    _entries: list[KeyEntry] = PrivateAttr(default_factory=list)
     _scheduler: Scheduler = PrivateAttr()
     _members: Members = PrivateAttr()
     _clock: Clock = PrivateAttr()
@@ -392,9 +391,9 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         user = kwargs.pop(_USER_KW, None)
         if user:
             return str(user)
-        call = _CALL.get()
         if run_manager is not None and getattr(run_manager, "metadata", None):
             return _user_of(run_manager.metadata)
+        call = _CALL.get()
         return call.user if call is not None else _DEFAULT_USER
 
     # --- generate --------------------------------------------------------------------------
@@ -427,6 +426,9 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
                     if pause:
                         self._clock.sleep(pause)
                     continue
+                except BaseException:  # cancelled or interrupted mid-call: no outcome
+                    plan.cancelled(step)
+                    raise
                 self._finish(plan, step, result)
                 self._record(user, result.generations[0].message, None)
                 return result
@@ -465,6 +467,9 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
                     if pause:
                         await self._clock.asleep(pause)
                     continue
+                except BaseException:  # cancelled or interrupted mid-call: no outcome
+                    plan.cancelled(step)
+                    raise
                 self._finish(plan, step, result)
                 await self._arecord(user, result.generations[0].message, None)
                 return result
