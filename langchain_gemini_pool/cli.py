@@ -63,6 +63,7 @@ def _describe(message: Any) -> str:
 
 def demo_emulated(out: TextIO, requests: int = 12, model: str = DEFAULT_MODEL) -> int:
     """Drive a burst through the pool against the embedded emulator."""
+    from langchain_gemini_pool._quota import QuotaLimits
     from langchain_gemini_pool.chat_models import ChatGeminiPool
     from langchain_gemini_pool.testing import FakeGeminiServer, Quota
 
@@ -97,6 +98,27 @@ def demo_emulated(out: TextIO, requests: int = 12, model: str = DEFAULT_MODEL) -
             f"\n{requests} requests in {elapsed:.1f} s; the emulator saw {total['requests']} "
             f"HTTP calls, {total['rate_limited']} of them answered 429 and "
             f"{total['client_errors']} refused a bad key. Every request reached the caller.",
+            file=out,
+        )
+    with FakeGeminiServer(
+        keys=keys, quotas=Quota(rpm=3), bad_keys={"demo-key-beta-0004": "invalid"}, window_s=window
+    ) as server:
+        polite = ChatGeminiPool(
+            model=model,
+            api_keys=keys,
+            base_url=server.base_url,
+            max_wait=10,
+            limits=QuotaLimits(rpm=3, window_s=window),
+        )
+        started = time.perf_counter()
+        for n in range(1, requests + 1):
+            polite.invoke(f"Request number {n}: say something short.")
+        elapsed = time.perf_counter() - started
+        total = server.stats()["total"]
+        print(
+            f"\nThe same burst with limits=QuotaLimits(rpm=3, window_s={window:g}): {requests} "
+            f"requests in {elapsed:.1f} s, {total['requests']} HTTP calls, "
+            f"{total['rate_limited']} answered 429 — the pool waited for room instead.",
             file=out,
         )
     return 0

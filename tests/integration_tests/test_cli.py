@@ -27,6 +27,7 @@ def test_demo_against_the_embedded_emulator() -> None:
     assert "pool_status()" in text
     assert "invalid" in text  # the demo's bad key was quarantined
     assert "demo-key" not in text  # keys are shown masked only
+    assert "0 answered 429" in text  # the quota-aware burst stayed under the limits
 
 
 def test_demo_uses_the_emulator_when_no_key_is_configured(tmp_path: Path) -> None:
