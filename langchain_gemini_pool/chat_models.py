@@ -9,10 +9,9 @@ decisions to the members and keeps ``_generate``/``_agenerate``/``_stream``/``_a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
+import functools
 import itertools
-import json
 import logging
 import math
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -24,9 +23,8 @@ from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackMana
 from langchain_core.globals import get_llm_cache
 from langchain_core.language_models import LanguageModelInput
 from langchain_core.load import dumps
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.messages.ai import UsageMetadata, add_usage
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import RunnableConfig, ensure_config
 from langchain_google_genai import ChatGoogleGenerativeAI
 from pydantic import Field, PrivateAttr, SecretStr, model_validator
@@ -43,6 +41,7 @@ from langchain_gemini_pool._keys import (
 from langchain_gemini_pool._members import Members
 from langchain_gemini_pool._quota import QuotaLimits
 from langchain_gemini_pool._scheduler import Pick, Scheduler
+from langchain_gemini_pool._streams import StreamCache, StreamTally, replay
 from langchain_gemini_pool._usage_ledger import UsageLedger
 from langchain_gemini_pool._usage_limits import check_usage, compute_overage, resolve_limits
 
@@ -51,8 +50,6 @@ logger = logging.getLogger("langchain_gemini_pool")
 _USER_KW = "_gemini_pool_user"
 _POOL_METADATA = ("key_index", "key_fingerprint", "project", "attempts")
 _DEFAULT_USER = "anonymous"
-USAGE_ATTR = "gemini_pool_usage"
-"""Set on an error that broke a stream after output: the usage streamed (and billed) so far."""
 
 
 @dataclass
@@ -525,7 +522,7 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         finally:
             if plan is not None:
                 plan.close()
-        tally = _StreamTally(self, plan, step)
+        tally = StreamTally(plan, step, functools.partial(self._stamp, pick=step, plan=plan))
         try:
             for chunk in itertools.chain([first] if first is not None else [], chunks):
                 yield tally.see(chunk)
@@ -577,7 +574,7 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         finally:
             if plan is not None:
                 plan.close()
-        tally = _StreamTally(self, plan, step)
+        tally = StreamTally(plan, step, functools.partial(self._stamp, pick=step, plan=plan))
         try:
             if first is not None:
                 yield tally.see(first)
@@ -645,7 +642,7 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
 
     def _stream_cache(
         self, input: LanguageModelInput, stop: list[str] | None, kwargs: dict[str, Any]
-    ) -> _StreamCache | None:
+    ) -> StreamCache | None:
         """The cache a stream may be served from, at the address ``invoke`` would use."""
         if self.cache is False:
             return None
@@ -657,7 +654,7 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
             m.model_copy(update={"id": None}) if getattr(m, "id", None) is not None else m
             for m in messages
         ]
-        return _StreamCache(cache, dumps(normalized), self._get_llm_string(stop=stop, **kwargs))
+        return StreamCache(cache, dumps(normalized), self._get_llm_string(stop=stop, **kwargs))
 
     def stream(
         self,
@@ -671,7 +668,7 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         config = ensure_config(config)
         cache = self._stream_cache(input, stop, kwargs)
         if cache is not None and cache.hit():
-            yield from _replay(self.invoke(input, config, stop=stop, **kwargs))
+            yield from replay(self.invoke(input, config, stop=stop, **kwargs))
             return
         user = _user_of(config.get("metadata"))
         collected: list[AIMessageChunk] = []
@@ -693,7 +690,7 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         config = ensure_config(config)
         cache = self._stream_cache(input, stop, kwargs)
         if cache is not None and await cache.ahit():
-            for chunk in _replay(await self.ainvoke(input, config, stop=stop, **kwargs)):
+            for chunk in replay(await self.ainvoke(input, config, stop=stop, **kwargs)):
                 yield chunk
             return
         user = _user_of(config.get("metadata"))
@@ -730,128 +727,3 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         """Close every member's transports (call before the event loop used exits)."""
         await self._members.aclose()
         await super().aclose()
-
-
-class _StreamTally:
-    """Follows one stream after its first chunk: stamps the final chunk, totals usage."""
-
-    def __init__(self, pool: ChatGeminiPool, plan: RequestPlan, step: Pick) -> None:
-        self._pool, self._plan, self._step = pool, plan, step
-        self._usage: UsageMetadata | None = None
-        self._model_name: str | None = None
-        self._stamped = False
-
-    def see(self, chunk: ChatGenerationChunk) -> ChatGenerationChunk:
-        message = chunk.message
-        usage = getattr(message, "usage_metadata", None)
-        if usage:
-            self._usage = usage if self._usage is None else add_usage(self._usage, usage)
-        name = message.response_metadata.get("model_name")
-        if isinstance(name, str):
-            self._model_name = name
-        if (chunk.generation_info or {}).get("finish_reason") and not self._stamped:
-            self._pool._stamp(message, self._step, self._plan)
-            if isinstance(message, AIMessageChunk):
-                message.chunk_position = "last"
-            self._stamped = True
-        return chunk
-
-    def failed(self, exc: BaseException) -> None:
-        """The stream broke after output: record the attempt; the exception carries the usage
-        already streamed (``gemini_pool_usage``), which Google bills."""
-        self._plan.failed_after_output(self._step, exc)
-        with contextlib.suppress(AttributeError):
-            setattr(exc, USAGE_ATTR, self._usage)
-
-    def done(self) -> tuple[ChatGenerationChunk | None, AIMessage]:
-        """Close the stream's books: a final empty chunk if none was stamped yet, and a
-        message summing the stream's usage for the ledger."""
-        self._plan.succeeded(self._step, self._usage["input_tokens"] if self._usage else None)
-        extra: ChatGenerationChunk | None = None
-        if not self._stamped:
-            extra = ChatGenerationChunk(message=AIMessageChunk(content="", chunk_position="last"))
-            self._pool._stamp(extra.message, self._step, self._plan)
-        summary = AIMessage(
-            content="",
-            usage_metadata=self._usage,
-            response_metadata={"model_name": self._model_name},
-        )
-        self._pool._stamp(summary, self._step, self._plan)
-        return extra, summary
-
-
-def _replay(message: BaseMessage) -> Iterator[AIMessageChunk]:
-    """A cached message as chunks: its text in pieces, then a last chunk with the rest."""
-    content = message.content
-    pieces: list[str] = []
-    if isinstance(content, str) and content:
-        words = content.split(" ")
-        step = max(1, math.ceil(len(words) / 4))
-        pieces = [" ".join(words[i : i + step]) for i in range(0, len(words), step)]
-        pieces = [p + (" " if i < len(pieces) - 1 else "") for i, p in enumerate(pieces)]
-    for piece in pieces:
-        yield AIMessageChunk(content=piece, id=message.id)
-    ai = message if isinstance(message, AIMessage) else AIMessage(content=message.content)
-    yield AIMessageChunk(
-        content="" if pieces or isinstance(content, str) else content,
-        id=message.id,
-        tool_call_chunks=[
-            {
-                "name": c["name"],
-                "args": json.dumps(c["args"]),
-                "id": c.get("id"),
-                "index": i,
-                "type": "tool_call_chunk",
-            }
-            for i, c in enumerate(ai.tool_calls)
-        ],
-        usage_metadata=ai.usage_metadata,
-        response_metadata=dict(message.response_metadata),
-        chunk_position="last",
-    )
-
-
-class _StreamCache:
-    """One stream's place in the cache: is it there (without counting a hit), store it."""
-
-    def __init__(self, cache: BaseCache, prompt: str, llm_string: str) -> None:
-        self._cache, self._prompt, self._llm_string = cache, prompt, llm_string
-
-    def hit(self) -> bool:
-        peek = getattr(self._cache, "peek", self._cache.lookup)  # peek counts no hit
-        found = peek(self._prompt, self._llm_string)
-        return isinstance(found, list) and bool(found)
-
-    async def ahit(self) -> bool:
-        apeek = getattr(self._cache, "apeek", self._cache.alookup)
-        found = await apeek(self._prompt, self._llm_string)
-        return isinstance(found, list) and bool(found)
-
-    def store(self, chunks: list[AIMessageChunk]) -> None:
-        try:
-            self._cache.update(self._prompt, self._llm_string, [_merged(chunks)])
-        except Exception:
-            logger.warning("Could not store a completed stream in the cache.", exc_info=True)
-
-    async def astore(self, chunks: list[AIMessageChunk]) -> None:
-        try:
-            await self._cache.aupdate(self._prompt, self._llm_string, [_merged(chunks)])
-        except Exception:
-            logger.warning("Could not store a completed stream in the cache.", exc_info=True)
-
-
-def _merged(chunks: list[AIMessageChunk]) -> ChatGeneration:
-    """A completed stream as the one message ``invoke`` would have returned."""
-    merged = chunks[0]
-    for chunk in chunks[1:]:
-        merged = merged + chunk
-    return ChatGeneration(
-        message=AIMessage(
-            content=merged.content,
-            tool_calls=merged.tool_calls,
-            usage_metadata=merged.usage_metadata,
-            response_metadata=dict(merged.response_metadata),
-            additional_kwargs=dict(merged.additional_kwargs),
-            id=merged.id,
-        )
-    )
