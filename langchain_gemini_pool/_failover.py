@@ -20,6 +20,7 @@ from langchain_gemini_pool._errors import (
     NoValidKeysError,
     classify,
 )
+from langchain_gemini_pool._quota import WINDOW_MARGIN_S
 from langchain_gemini_pool._scheduler import NoKeys, Pick, Scheduler, Wait
 
 ATTEMPTS_ATTR = "gemini_pool_attempts"
@@ -61,7 +62,9 @@ class RequestPlan:
         self._scheduler = scheduler
         self._now = now
         self._max_attempts = max_attempts
-        self._deadline = now() + max_wait
+        # the windows' own safety margin is not the caller's wait: a burst one over a full
+        # window waits window + margin, and max_wait = window must still cover it
+        self._deadline = now() + max_wait + WINDOW_MARGIN_S
         self._tokens = tokens
         self._reserve = reserve
         self._faults = 0

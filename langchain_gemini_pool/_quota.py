@@ -12,6 +12,9 @@ from dataclasses import dataclass, replace
 
 from langchain_gemini_pool._clock import next_pacific_midnight, pacific_day
 
+WINDOW_MARGIN_S = 0.25
+"""Most a window is stretched to absorb the time a request takes to reach the server."""
+
 
 @dataclass(frozen=True)
 class QuotaLimits:
@@ -72,7 +75,7 @@ class ProjectWindow:
     @property
     def _span(self) -> float:
         window = self.limits.window_s if self.limits else 60.0
-        return window + min(0.25, 0.01 * window)
+        return window + min(WINDOW_MARGIN_S, 0.01 * window)
 
     def _prune(self, now: float) -> None:
         horizon = now - self._span

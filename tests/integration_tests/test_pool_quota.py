@@ -173,3 +173,15 @@ async def test_waiters_are_served_in_order_and_a_cancelled_wait_gives_its_slot_b
     key = pool._scheduler._keys[0]
     assert key.in_flight == 0  # the booked, unused slot released its key
     assert server.stats()["total"]["requests"] == 1
+
+
+def test_a_burst_one_over_the_window_waits_with_the_default_max_wait(
+    emulator: Emulator, make_pool: MakePool, clock: ManualClock
+) -> None:
+    keys = {"free": KEYS[:1]}
+    server = emulator(keys=keys, quotas=Quota(rpm=10), clock=clock)
+    pool = make_pool(server, api_keys=keys, clock=clock, limits=QuotaLimits(rpm=10))
+    results = [pool.invoke(f"burst {i}") for i in range(11)]  # max_wait defaults to 60 s
+    assert len(results) == 11
+    assert server.stats()["total"]["rate_limited"] == 0
+    assert max(clock.slept) == pytest.approx(60.25)
