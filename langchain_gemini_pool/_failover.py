@@ -70,6 +70,7 @@ class RequestPlan:
         self._faults = 0
         self._tried: set[int] = set()
         self._booked: Pick | None = None
+        self._pause = 0.0
         self._cap = max_attempts + 4 * max(1, scheduler.size)
         self.attempts: list[dict[str, Any]] = []
         self.quota_warnings: list[dict[str, Any]] = []
@@ -82,6 +83,9 @@ class RequestPlan:
             NoValidKeysError: Every key is quarantined.
             AllKeysRateLimitedError: No key frees before the wait budget runs out.
         """
+        if self._pause > 0:  # the backoff a failed attempt asked for comes first
+            pause, self._pause = self._pause, 0.0
+            return pause
         now = self._now()
         booked = self._booked
         if booked is not None:  # a slot booked earlier: wait for it, then use it
@@ -122,6 +126,15 @@ class RequestPlan:
                 return None
             return backoff_delay(self._faults)
         return 0.0
+
+    def retry(self, pick: Pick, exc: BaseException) -> bool:
+        """Record a failed attempt (see ``failed``); True when the caller should try again,
+        after any pause ``next`` returns first."""
+        pause = self.failed(pick, exc)
+        if pause is None:
+            return False
+        self._pause = pause
+        return True
 
     def failed_after_output(self, pick: Pick, exc: BaseException) -> None:
         """An attempt failed after output reached the caller: record it, never retry."""

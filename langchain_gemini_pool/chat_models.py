@@ -86,13 +86,14 @@ def _user_of(metadata: Mapping[str, Any] | None) -> str:
     return str(user) if user not in (None, "") else _DEFAULT_USER
 
 
-def _caller(run_manager: Any, kwargs: dict[str, Any]) -> str:
+def _caller(run_manager: Any, kwargs: dict[str, Any], default: str = _DEFAULT_USER) -> str:
     """Who asked: the user ``stream`` passed along (popped, so it never reaches the cache
-    key), else the run's metadata."""
+    key), else the run's metadata, else ``default``."""
     passed = kwargs.pop(_USER_KW, None)
     if passed:
         return str(passed)
-    return _user_of(getattr(run_manager, "metadata", None))
+    metadata = getattr(run_manager, "metadata", None)
+    return _user_of(metadata) if metadata else default
 
 
 class ChatGeminiPool(ChatGoogleGenerativeAI):
@@ -385,13 +386,8 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
 
     @staticmethod
     def _user(run_manager: Any, kwargs: dict[str, Any]) -> str:
-        user = kwargs.pop(_USER_KW, None)
-        if user:
-            return str(user)
-        if run_manager is not None and getattr(run_manager, "metadata", None):
-            return _user_of(run_manager.metadata)
-        call = _CALL.get()
-        return call.user if call is not None else _DEFAULT_USER
+        call = _CALL.get()  # set by _generate_with_cache, whose run manager knew the user
+        return _caller(run_manager, kwargs, call.user if call is not None else _DEFAULT_USER)
 
     # --- generate --------------------------------------------------------------------------
 
@@ -417,11 +413,8 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
                         messages, stop=stop, run_manager=run_manager, **kwargs
                     )
                 except Exception as exc:
-                    pause = plan.failed(step, exc)
-                    if pause is None:
+                    if not plan.retry(step, exc):
                         raise
-                    if pause:
-                        self._clock.sleep(pause)
                     continue
                 except BaseException:  # cancelled or interrupted mid-call: no outcome
                     plan.cancelled(step)
@@ -458,11 +451,8 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
                         messages, stop=stop, run_manager=run_manager, **kwargs
                     )
                 except Exception as exc:
-                    pause = plan.failed(step, exc)
-                    if pause is None:
+                    if not plan.retry(step, exc):
                         raise
-                    if pause:
-                        await self._clock.asleep(pause)
                     continue
                 except BaseException:  # cancelled or interrupted mid-call: no outcome
                     plan.cancelled(step)
@@ -509,11 +499,8 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
                 try:
                     first = next(chunks, None)
                 except Exception as exc:
-                    pause = plan.failed(step, exc)
-                    if pause is None:
+                    if not plan.retry(step, exc):
                         raise
-                    if pause:
-                        self._clock.sleep(pause)
                     continue
                 break
         except Exception as exc:
@@ -561,11 +548,8 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
                 try:
                     first = await anext(chunks, None)
                 except Exception as exc:
-                    pause = plan.failed(step, exc)
-                    if pause is None:
+                    if not plan.retry(step, exc):
                         raise
-                    if pause:
-                        await self._clock.asleep(pause)
                     continue
                 break
         except Exception as exc:
@@ -714,11 +698,8 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
             try:
                 count = self._rotated(step).get_num_tokens(text)
             except Exception as exc:
-                pause = plan.failed(step, exc)
-                if pause is None:
+                if not plan.retry(step, exc):
                     raise
-                if pause:
-                    self._clock.sleep(pause)
                 continue
             plan.succeeded(step, None)
             return count
