@@ -9,7 +9,9 @@ kind            what Google said                                 what the pool d
 rate_limited    429 RESOURCE_EXHAUSTED                           cool key and project,
                                                                  next key at once
 bad_key         400 API_KEY_INVALID / expired; 401; 403 leaked,  quarantine the key,
-                suspended, service disabled, denied access       next key
+                suspended, service disabled, denied access;      next key
+                (before sending) a key the HTTP client cannot
+                put in a header (illegal or non-ASCII character)
 server_fault    5xx, 408, timeout, connection error              next key, with backoff
 bad_request     any other 4xx (incl. any other 403), context     raise at once, unchanged
                 overflow, anything that is not an API failure
@@ -19,6 +21,7 @@ bad_request     any other 4xx (incl. any other 403), context     raise at once, 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import math
 import re
 from collections.abc import Iterator, Mapping
@@ -226,6 +229,36 @@ def _bad_key_reason(error: genai_errors.APIError) -> str | None:
     return None
 
 
+_HEADER_FAILURES = (
+    "illegal header value",  # h11, under httpx / httpx2
+    "detected in headers",  # aiohttp: "Forbidden control character detected in headers"
+    "character detected in http status message or header",  # aiohttp, older
+)
+
+
+_HEADER_CODECS = frozenset({"ascii", "iso8859-1"})  # what HTTP clients encode headers with
+
+
+def _codec(name: str) -> str:
+    try:
+        return codecs.lookup(name).name
+    except LookupError:
+        return name
+
+
+def _is_key_encoding_failure(exc: BaseException) -> bool:
+    """The HTTP client refused to send a header value: the key (``additional_headers`` are
+    checked when the pool is built, so the key is the header that can be wrong)."""
+    for item in _chain(exc):
+        if isinstance(item, UnicodeEncodeError) and _codec(item.encoding) in _HEADER_CODECS:
+            return True
+        if isinstance(item, ValueError) or type(item).__name__ == "LocalProtocolError":
+            text = str(item).lower()
+            if any(needle in text for needle in _HEADER_FAILURES):
+                return True
+    return False
+
+
 def classify(exc: BaseException) -> Failure:
     """Classify an exception raised by one attempt on one key.
 
@@ -234,6 +267,11 @@ def classify(exc: BaseException) -> Failure:
     """
     error = _api_error(exc)
     if error is None:
+        if _is_key_encoding_failure(exc):
+            return Failure(
+                FailureKind.BAD_KEY,
+                f"key cannot be sent as an HTTP header ({type(exc).__name__})",
+            )
         if _is_transport_failure(exc):
             return Failure(FailureKind.SERVER_FAULT, f"transport: {type(exc).__name__}")
         return Failure(FailureKind.BAD_REQUEST, f"{type(exc).__name__}")

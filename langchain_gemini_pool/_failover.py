@@ -21,6 +21,7 @@ from langchain_gemini_pool._errors import (
     classify,
 )
 from langchain_gemini_pool._quota import WINDOW_MARGIN_S
+from langchain_gemini_pool._redact import redact_exception
 from langchain_gemini_pool._scheduler import NoKeys, Pick, Scheduler, Wait
 
 ATTEMPTS_ATTR = "gemini_pool_attempts"
@@ -166,6 +167,7 @@ class RequestPlan:
         )
 
     def _tag(self, exc: BaseException) -> BaseException:
+        redact_exception(exc)  # every failure the pool may let out passes here
         with contextlib.suppress(AttributeError):  # exceptions with __slots__
             setattr(exc, ATTEMPTS_ATTR, list(self.attempts))
         return exc

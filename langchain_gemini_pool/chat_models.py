@@ -40,6 +40,7 @@ from langchain_gemini_pool._keys import (
 )
 from langchain_gemini_pool._members import Members
 from langchain_gemini_pool._quota import QuotaLimits
+from langchain_gemini_pool._redact import clean_exception, secrets_in
 from langchain_gemini_pool._scheduler import Pick, Scheduler
 from langchain_gemini_pool._streams import StreamCache, StreamTally, replay
 from langchain_gemini_pool._usage_ledger import UsageLedger
@@ -79,6 +80,54 @@ def _estimate_tokens(messages: Sequence[BaseMessage]) -> int:
                 elif isinstance(block, dict) and isinstance(block.get("text"), str):
                     chars += len(block["text"])
     return max(1, math.ceil(chars / 4))
+
+
+def _check_seconds(name: str, value: float) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number of seconds >= 0; got {value!r}.")
+    if value < 0:
+        raise ValueError(f"{name} must be a number of seconds >= 0; got {value!r}.")
+
+
+def _shape(value: Any) -> str:
+    """What a wrong argument was, without its text (it might be a key)."""
+    if isinstance(value, Mapping):
+        kinds = sorted({type(v).__name__ for v in value.values()})
+        return f"a {type(value).__name__} of {', '.join(kinds) or 'nothing'}"
+    return f"a {type(value).__name__}"
+
+
+def _warn_unknown_projects(limits: Any, projects: set[str]) -> None:
+    """``limits`` naming a project no key belongs to is a WARNING, not an error: keys of that
+    project may come later through ``add_keys`` or ``reload_keys``."""
+    if not isinstance(limits, Mapping):
+        return
+    unknown = sorted(str(p) for p in limits if p not in projects)
+    if unknown:
+        logger.warning(
+            "limits name project(s) %s that no key belongs to; they take effect only when keys "
+            "of those projects are added. Known projects: %s.",
+            ", ".join(repr(p) for p in unknown),
+            ", ".join(repr(p) for p in sorted(projects)),
+        )
+
+
+def _check_headers(headers: Any) -> None:
+    """``additional_headers`` values must be sendable, or every key would fail the same way
+    (and an encoding failure at request time is taken for a bad key)."""
+    if not headers:
+        return
+    if not isinstance(headers, Mapping):
+        raise TypeError(
+            f"additional_headers must be a mapping name -> value; got {_shape(headers)}."
+        )
+    for name, value in headers.items():
+        text = str(value)
+        if any(not (" " <= c <= "~" or c == "\t") for c in f"{name}{text}"):
+            raise ValueError(
+                f"additional_headers[{name!r}] holds a line break, control or non-ASCII "
+                "character; HTTP header names and values must be printable ASCII."
+            )
 
 
 def _user_of(metadata: Mapping[str, Any] | None) -> str:
@@ -155,6 +204,27 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
 
     # --- construction ----------------------------------------------------------------------
 
+    def __init__(self, **kwargs: Any) -> None:
+        # No exception raised while building may hold key text: pydantic's errors carry the
+        # caller's whole input (keys included) in str(), errors(), json() and pickles.
+        error: Exception | None = None
+        try:
+            super().__init__(**kwargs)
+        except Exception as exc:
+            error = clean_exception(exc, secrets_in(kwargs))
+        if error is not None:
+            raise error  # outside the except: no __context__ holding the original
+
+    @classmethod
+    def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> Self:
+        """``BaseModel.model_validate``, with errors masked as in ``__init__``."""
+        error: Exception | None = None
+        try:
+            return super().model_validate(obj, *args, **kwargs)
+        except Exception as exc:
+            error = clean_exception(exc, secrets_in(obj))
+        raise error
+
     @model_validator(mode="before")
     @classmethod
     def _resolve_keys(cls, values: Any) -> Any:
@@ -166,13 +236,16 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
                 "ChatGeminiPool pools Gemini Developer API keys; Vertex AI and credentials "
                 "are not supported. Use ChatGoogleGenerativeAI for Vertex AI."
             )
-        api_keys = values.get("api_keys")
-        explicit = values.pop("google_api_key", None) or values.pop("api_key", None)
-        if api_keys is None:
-            api_keys = [explicit] if explicit else load_api_keys(values.get("env_file"))
-        elif isinstance(api_keys, str):
-            api_keys = api_keys.split(",")
-        entries = normalize_keys(api_keys)
+        api_keys, source = values.get("api_keys"), "api_keys"
+        google_api_key, api_key = values.pop("google_api_key", None), values.pop("api_key", None)
+        if api_keys is None and google_api_key:
+            api_keys, source = google_api_key, "google_api_key"
+        elif api_keys is None and api_key:
+            api_keys, source = api_key, "api_key"
+        elif api_keys is None:
+            api_keys, source = load_api_keys(values.get("env_file")), "the environment"
+        entries = normalize_keys(api_keys, source)
+        _check_headers(values.get("additional_headers"))
         values["api_keys"] = entries
         values["google_api_key"] = entries[0].secret
         values["vertexai"] = False
@@ -182,10 +255,12 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
     def _build_pool(self) -> Self:
         entries = cast("list[KeyEntry]", self.api_keys)
         self.api_keys = None  # key text lives only in the members, never in a field
-        if self.max_wait < 0:
-            raise ValueError("max_wait must be a number of seconds >= 0.")
-        if self.max_attempts is not None and self.max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1.")
+        _check_seconds("max_wait", self.max_wait)
+        _check_seconds("rate_limit_cooldown", self.rate_limit_cooldown)
+        if self.max_attempts is not None and (
+            isinstance(self.max_attempts, bool) or self.max_attempts < 1
+        ):
+            raise ValueError("max_attempts must be at least 1 (or None: each key once, >= 3).")
         limits = self.limits
         valid = (
             limits is None
@@ -197,12 +272,14 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         )
         if not valid:
             raise TypeError(
-                "limits must be a QuotaLimits or a mapping project name -> QuotaLimits."
+                "limits must be a QuotaLimits or a mapping project name -> QuotaLimits; "
+                f"got {_shape(limits)}."
             )
         self._clock = self.clock if self.clock is not None else SystemClock()
         self._scheduler = Scheduler(self.strategy, limits, self.rate_limit_cooldown)
         self._members = Members(self)
         self._add_entries(entries)
+        _warn_unknown_projects(limits, {e.project for e in entries})
         self._ledger = self.ledger
         if self._ledger is None and self.usage_limits is not None:
             self._ledger = UsageLedger.in_memory(clock=self._clock)
@@ -239,11 +316,18 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
             "langchain_core.load.dumps (keys become secret references) or rebuild it."
         )
 
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Self:
+        raise TypeError(
+            "ChatGeminiPool holds API keys, locks and live connections and cannot be "
+            "deep-copied. Share the pool (it is thread-safe), take a shallow copy with "
+            "pool.model_copy(), or build another pool with the same arguments."
+        )
+
     # --- keys while serving ----------------------------------------------------------------
 
     def add_keys(self, keys: Any) -> list[int]:
         """Add keys (a list, or a mapping project -> keys); returns their new indices."""
-        return self._add_entries(normalize_keys(keys))
+        return self._add_entries(normalize_keys(keys, "add_keys(keys)"))
 
     def remove_key(self, key_or_index: int | str | SecretStr) -> None:
         """Remove a key, given by its index or its text. Its index is never reused."""
