@@ -373,3 +373,219 @@ def test_normalize_keeps_first_occurrences_in_order(raw: list[str]) -> None:
     entries = normalize_keys(raw)
     assert [e.secret.get_secret_value() for e in entries] == expected
     assert len({e.project for e in entries}) == len(entries)
+
+
+# -- what a key may hold (issue 9, item 1) ------------------------------------------------------
+
+
+def windows(key: str, size: int = 8) -> set[str]:
+    """Every ``size``-character window of ``key``: none may appear where a key must not."""
+    return {key[i : i + size] for i in range(max(1, len(key) - size + 1))}
+
+
+def assert_no_key_text(text: str, *keys: str) -> None:
+    for key in keys:
+        leaked = [w for w in windows(key) if w in text]
+        assert not leaked, f"key text {leaked[:3]} in {text!r}"
+
+
+BAD_CHARACTERS = [
+    (" ", "a space"),
+    ("\n", "a line break"),
+    ("\r", "a carriage return"),
+    ("\t", "a tab"),
+    ("\x00", "a NUL character"),
+    ("\x7f", "a control character (U+007F)"),
+    ("\x1b", "a control character (U+001B)"),
+    ("é", "a non-ASCII character (U+00E9)"),
+    ("\u200b", "a non-ASCII character (U+200B)"),
+    ("\u2028", "a non-ASCII character (U+2028)"),
+    ("#", "a '#'"),
+]
+
+
+@pytest.mark.parametrize(("char", "described"), BAD_CHARACTERS)
+def test_a_key_with_a_bad_character_names_its_position_and_masks_it(
+    char: str, described: str
+) -> None:
+    bad = f"AIzaSyFAKE-broken{char}key-0000777"
+    with pytest.raises(ValueError) as info:
+        normalize_keys([K1, bad])
+    text = str(info.value)
+    assert "api_keys[1]" in text
+    assert described in text
+    assert "…0777" in text
+    assert "printable ASCII" in text
+    assert_no_key_text(text, bad, K1)
+    assert info.value.__context__ is None and info.value.__cause__ is None
+
+
+def test_a_bad_key_in_a_mapping_names_the_project_and_position() -> None:
+    with pytest.raises(ValueError, match=r"api_keys\['team-a'\]\[1\] contains a space"):
+        normalize_keys({"team-a": [K1, "AIzaSyFAKE two-0000"], "team-b": [K2]})
+
+
+def test_add_keys_names_its_own_argument() -> None:
+    with pytest.raises(ValueError, match=r"add_keys\(keys\)\[0\] contains a NUL"):
+        normalize_keys(["AIzaSyFAKE\x00-nul-0000"], "add_keys(keys)")
+
+
+def test_the_mask_of_a_key_ending_in_a_bad_character_is_printable() -> None:
+    with pytest.raises(ValueError) as info:
+        normalize_keys(["AIzaSyFAKE-ends-in-é\x00"])
+    assert "The API key …n-?? in api_keys[0]" in str(info.value)
+    assert "\x00" not in str(info.value)
+
+
+@pytest.mark.parametrize("separator", ["\n", "\r\n", ",\n", " \n ", "\n\n"])
+def test_a_string_of_keys_splits_on_line_breaks_as_on_commas(separator: str) -> None:
+    entries = normalize_keys(separator.join([K1, K2, K3]))
+    assert [e.secret.get_secret_value() for e in entries] == [K1, K2, K3]
+
+
+def test_a_list_item_holding_two_lines_is_refused_not_split() -> None:
+    with pytest.raises(ValueError, match=r"api_keys\[0\] contains a line break"):
+        normalize_keys([f"{K1}\n{K2}"])
+
+
+def test_every_printable_ascii_character_but_hash_is_accepted() -> None:
+    allowed = "".join(chr(c) for c in range(33, 127) if chr(c) != "#")
+    key = f"AIzaSyFAKE{allowed}"
+    # quotes at both ends would be stripped as quoting: keep the key unquoted
+    assert [e.secret.get_secret_value() for e in normalize_keys([key])] == [key]
+
+
+@pytest.mark.parametrize(
+    ("value", "shape"),
+    [(123, "int"), (12.5, "float"), (b"AIzaSyFAKE-bytes-0001", "bytes"), (None, "NoneType")],
+)
+def test_api_keys_of_the_wrong_type_say_what_api_keys_takes(value: object, shape: str) -> None:
+    with pytest.raises(TypeError) as info:
+        normalize_keys(value)  # type: ignore[arg-type]
+    assert f"got {shape}" in str(info.value)
+    assert "a list of keys, or a mapping project name -> keys" in str(info.value)
+
+
+def test_a_mapping_value_of_the_wrong_type_names_its_project() -> None:
+    with pytest.raises(TypeError, match=r"api_keys\['p'\] must be .* got int"):
+        normalize_keys({"p": 5})  # type: ignore[dict-item]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(min_size=5, max_size=50))
+def test_any_text_is_a_key_or_a_clear_error_without_its_text(raw: str) -> None:
+    cleaned = raw.strip()
+    if len(cleaned) >= 2 and cleaned[0] == cleaned[-1] and cleaned[0] in "'\"":
+        cleaned = cleaned[1:-1].strip()
+    valid = bool(cleaned) and all("!" <= c <= "~" and c != "#" for c in cleaned)
+    if not valid:
+        with pytest.raises(ValueError, match=r"printable ASCII|no usable key") as info:
+            normalize_keys([raw])
+        if len(cleaned) >= 8:
+            assert_no_key_text(str(info.value), cleaned)
+        return
+    entries = normalize_keys([raw])
+    key = entries[0].secret.get_secret_value()
+    assert all("!" <= c <= "~" and c != "#" for c in key)
+
+
+# -- keys from the environment: line breaks, comments, .env oddities ----------------------------
+
+
+def test_a_bad_key_in_a_variable_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GEMINI_API_KEY_1", K1)
+    monkeypatch.setenv("GEMINI_API_KEY_2", "AIzaSyFAKE second-key-00002")
+    with pytest.raises(ValueError, match=r"in GEMINI_API_KEY_2 contains a space") as info:
+        load_api_keys()
+    assert "GEMINI_API_KEY_1, GEMINI_API_KEY_2" in str(info.value)  # the remedy
+    assert_no_key_text(str(info.value), "AIzaSyFAKE second-key-00002")
+
+
+def test_a_line_break_inside_a_numbered_variable_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("GEMINI_API_KEY_3", f"{K1}\n{K2}")
+    with pytest.raises(ValueError, match=r"GEMINI_API_KEY_3 contains a line break"):
+        load_api_keys()
+
+
+@pytest.mark.parametrize("separator", ["\n", "\r\n", ",\n", "\n,\n"])
+def test_gemini_api_keys_splits_on_line_breaks(
+    monkeypatch: pytest.MonkeyPatch, separator: str
+) -> None:
+    monkeypatch.setenv("GEMINI_API_KEYS", separator.join([K1, K2, K3]) + separator)
+    assert texts(load_api_keys()) == [K1, K2, K3]
+
+
+def test_a_multi_line_gemini_api_keys_in_a_env_file(clean_env: Path) -> None:
+    write_env(clean_env / ".env", f'GEMINI_API_KEYS="{K1}\n{K2}\n  {K3}\n"\nOTHER=1\n')
+    assert texts(load_api_keys()) == [K1, K2, K3]
+
+
+def test_a_bad_item_of_gemini_api_keys_is_named_by_number(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GEMINI_API_KEYS", f"{K1},AIzaSyFAKE-é-00003")
+    with pytest.raises(ValueError, match=r"GEMINI_API_KEYS \(item 2\) contains a non-ASCII"):
+        load_api_keys()
+
+
+def test_a_hash_without_a_space_is_cut_off_with_a_warning(
+    clean_env: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_env(
+        clean_env / ".env",
+        f"GEMINI_API_KEY_1={K1}#team a key\nGEMINI_API_KEY_2={K2} # a proper comment\n",
+    )
+    with caplog.at_level(logging.WARNING, logger="langchain_gemini_pool"):
+        keys = load_api_keys()
+    assert texts(keys) == [K1, K2]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "GEMINI_API_KEY_1 has a '#'" in warnings[0]
+    assert_no_key_text(caplog.text, K1, K2)
+
+
+def test_a_hash_in_a_key_list_is_cut_per_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GEMINI_API_KEYS", f"{K1}#first\n{K2}\n#{K3}")
+    assert texts(load_api_keys()) == [K1, K2]
+
+
+def test_a_variable_set_twice_in_a_env_file_warns_and_the_last_wins(
+    clean_env: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_env(
+        clean_env / ".env",
+        f"GEMINI_API_KEY_1={K1}\nOTHER=a\nOTHER=b\nGEMINI_API_KEY_1={K2}\n",
+    )
+    with caplog.at_level(logging.WARNING, logger="langchain_gemini_pool"):
+        keys = load_api_keys()
+    assert texts(keys) == [K2]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1  # OTHER is not ours to judge
+    assert "GEMINI_API_KEY_1 more than once (lines 1, 4)" in warnings[0]
+    assert_no_key_text(caplog.text, K1, K2)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        f"\ufeffGEMINI_API_KEY_1={K1}\nGEMINI_API_KEY_2={K2}\n",  # byte-order mark
+        f"GEMINI_API_KEY_1={K1}\r\nGEMINI_API_KEY_2={K2}\r\n",  # CRLF
+        f"export GEMINI_API_KEY_1={K1}\nexport GEMINI_API_KEY_2='{K2}'\n",
+        f"GEMINI_API_KEY_1=\"{K1}\"\r\nGEMINI_API_KEY_2 = '{K2}'\r\n",
+        f'GEMINI_API_KEYS="{K1}\r\n{K2}"\r\n',
+    ],
+    ids=["bom", "crlf", "export", "quotes-crlf", "crlf-inside-quotes"],
+)
+def test_env_file_oddities_load_the_same_keys(clean_env: Path, content: str) -> None:
+    (clean_env / ".env").write_bytes(content.encode("utf-8"))
+    assert texts(load_api_keys()) == [K1, K2]
+
+
+def test_a_latin_1_env_file_names_the_line_and_carries_no_file_bytes(clean_env: Path) -> None:
+    (clean_env / ".env").write_bytes(
+        f"GEMINI_API_KEY_1={K1}\n# caf\xe9\nGEMINI_API_KEY_2={K2}\n".encode("latin-1")
+    )
+    with pytest.raises(ValueError, match=r"not UTF-8 text \(byte 0xE9 on line 2\)") as info:
+        load_api_keys()
+    assert info.value.__context__ is None  # a UnicodeDecodeError would hold the file's bytes
+    assert_no_key_text(str(info.value), K1, K2)
