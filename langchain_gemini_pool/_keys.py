@@ -204,6 +204,17 @@ def _parse_env_file(path: Path) -> dict[str, str | None]:
             f"assignments (line {lines}); fix or remove them (a value with spaces or "
             "quotes must be quoted as a whole, and every quote closed)."
         )
+    bare = [b.original.line for b in bindings if b.key and b.value is None]
+    if bare:
+        # A line with no "=" (dotenv reads it as a name without a value): usually the second
+        # line of an unquoted multi-line GEMINI_API_KEYS, whose key would be lost silently.
+        logger.warning(
+            "The .env file %r has line(s) %s with no '='; they are ignored. If they continue a "
+            'list of keys, quote the whole list (GEMINI_API_KEYS="key1<line break>key2") or '
+            "put the keys on one line separated by commas.",
+            str(path),
+            ", ".join(str(n) for n in bare),
+        )
     seen = Counter(b.key for b in bindings if b.key and _KEY_VARIABLE.match(b.key))
     for name, count in seen.items():
         if count > 1:
@@ -262,7 +273,8 @@ def load_api_keys(env_file: str | os.PathLike[str] | None = None) -> list[Secret
     Oddities of ``.env`` files: a UTF-8 byte-order mark, CRLF line ends, ``export NAME=`` and
     quoting are read as python-dotenv reads them. ``NAME=key#note`` (no space before ``#``)
     loads ``key`` with a WARNING (a ``#`` is never part of a key); a key variable set twice
-    is a WARNING (the last one wins).
+    is a WARNING (the last one wins); a line without ``=`` (such as the second line of an
+    unquoted multi-line ``GEMINI_API_KEYS``) is a WARNING and ignored.
 
     Args:
         env_file: A ``.env`` file to read. Defaults to the nearest ``.env`` found upward from
