@@ -154,6 +154,11 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
     apply per project, not per key: the pool spreads load and fails over across keys you
     legitimately hold; it does not multiply quota.
 
+    No error the pool raises holds key text: construction errors are rebuilt from masked
+    input, and a failure it lets out has its ``x-goog-api-key`` header (and any ``key=``
+    parameter) masked, keeping its type and message. The pool refuses ``pickle`` and
+    ``copy.deepcopy`` (it holds keys, locks and connections); ``model_copy()`` shares them.
+
     Example:
         ```python
         from langchain_gemini_pool import ChatGeminiPool
@@ -165,8 +170,10 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
     """
 
     api_keys: Any = Field(default=None, repr=False, exclude=True)
-    """Keys: a list (each key its own project) or a mapping project -> keys. Default: loaded
-    from the environment and ``.env`` (see ``load_api_keys``)."""
+    """Keys: a list (each key its own project), a string of keys separated by commas or line
+    breaks, or a mapping project -> keys. Default: loaded from the environment and ``.env``
+    (see ``load_api_keys``). A key must be printable ASCII without whitespace or ``#``;
+    anything else is a ``ValueError`` naming its position, the key masked."""
 
     env_file: str | None = Field(default=None, exclude=True)
     """The ``.env`` file to read keys from (default: the nearest one upward from the cwd)."""
@@ -180,13 +187,15 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
 
     max_wait: float = 60.0
     """Seconds a request may wait for a cooling key to free before
-    ``AllKeysRateLimitedError`` is raised."""
+    ``AllKeysRateLimitedError`` is raised (finite, >= 0)."""
 
     rate_limit_cooldown: float = 60.0
-    """Cooldown in seconds after a 429 that carries no RetryInfo."""
+    """Cooldown in seconds after a 429 that carries no RetryInfo (finite, >= 0)."""
 
     limits: Any = Field(default=None, exclude=True)
-    """Client-side quota: a ``QuotaLimits`` for every project, or ``{project: QuotaLimits}``."""
+    """Client-side quota: a ``QuotaLimits`` for every project, or ``{project: QuotaLimits}``.
+    A project in the mapping that no key belongs to is a WARNING listing the known projects
+    (not an error: its keys may be added later with ``add_keys``)."""
 
     clock: Any = Field(default=None, exclude=True, repr=False)
     """A ``Clock`` for cooldowns, windows and waits (default: the system clock)."""
