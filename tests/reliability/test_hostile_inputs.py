@@ -90,6 +90,17 @@ def _add_keys_all_or_nothing(keys: Any) -> Callable[[Path], Any]:
     return run
 
 
+def _reload_with_a_bad_key(tmp: Path) -> Any:
+    env = tmp / "keys.env"
+    env.write_text(f"GEMINI_API_KEYS={K1},{K2}\n", encoding="utf-8")
+    pool = ChatGeminiPool(model=MODEL, env_file=str(env))
+    env.write_text(f"GEMINI_API_KEYS={K1}\nGEMINI_API_KEY_1='{K3} x'\n", encoding="utf-8")
+    try:
+        pool.reload_keys()
+    finally:
+        assert _size(pool) == 2  # the pool keeps its keys when the new file is refused
+
+
 def _corrupt_cache(tmp: Path) -> Any:
     directory = tmp / "cache"
     directory.mkdir()
@@ -333,6 +344,13 @@ CASES = [
         "error",
         ValueError,
         r"add_keys\(keys\)\[1\] contains a space",
+    ),
+    Case(
+        "reload_keys with a bad key",
+        _reload_with_a_bad_key,
+        "error",
+        ValueError,
+        r"in GEMINI_API_KEY_1 contains a space",
     ),
     # -- copies ---------------------------------------------------------------------------
     Case(
