@@ -42,6 +42,12 @@ from langchain_gemini_pool._members import Members
 from langchain_gemini_pool._quota import QuotaLimits
 from langchain_gemini_pool._redact import clean_exception, secrets_in
 from langchain_gemini_pool._scheduler import Pick, Scheduler
+from langchain_gemini_pool._settings import (
+    check_headers,
+    check_seconds,
+    describe_shape,
+    warn_unknown_projects,
+)
 from langchain_gemini_pool._streams import StreamCache, StreamTally, replay
 from langchain_gemini_pool._usage_ledger import UsageLedger
 from langchain_gemini_pool._usage_limits import check_usage, compute_overage, resolve_limits
@@ -80,54 +86,6 @@ def _estimate_tokens(messages: Sequence[BaseMessage]) -> int:
                 elif isinstance(block, dict) and isinstance(block.get("text"), str):
                     chars += len(block["text"])
     return max(1, math.ceil(chars / 4))
-
-
-def _check_seconds(name: str, value: float) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number of seconds >= 0; got {value!r}.")
-    if value < 0:
-        raise ValueError(f"{name} must be a number of seconds >= 0; got {value!r}.")
-
-
-def _shape(value: Any) -> str:
-    """What a wrong argument was, without its text (it might be a key)."""
-    if isinstance(value, Mapping):
-        kinds = sorted({type(v).__name__ for v in value.values()})
-        return f"a {type(value).__name__} of {', '.join(kinds) or 'nothing'}"
-    return f"a {type(value).__name__}"
-
-
-def _warn_unknown_projects(limits: Any, projects: set[str]) -> None:
-    """``limits`` naming a project no key belongs to is a WARNING, not an error: keys of that
-    project may come later through ``add_keys`` or ``reload_keys``."""
-    if not isinstance(limits, Mapping):
-        return
-    unknown = sorted(str(p) for p in limits if p not in projects)
-    if unknown:
-        logger.warning(
-            "limits name project(s) %s that no key belongs to; they take effect only when keys "
-            "of those projects are added. Known projects: %s.",
-            ", ".join(repr(p) for p in unknown),
-            ", ".join(repr(p) for p in sorted(projects)),
-        )
-
-
-def _check_headers(headers: Any) -> None:
-    """``additional_headers`` values must be sendable, or every key would fail the same way
-    (and an encoding failure at request time is taken for a bad key)."""
-    if not headers:
-        return
-    if not isinstance(headers, Mapping):
-        raise TypeError(
-            f"additional_headers must be a mapping name -> value; got {_shape(headers)}."
-        )
-    for name, value in headers.items():
-        text = str(value)
-        if any(not (" " <= c <= "~" or c == "\t") for c in f"{name}{text}"):
-            raise ValueError(
-                f"additional_headers[{name!r}] holds a line break, control or non-ASCII "
-                "character; HTTP header names and values must be printable ASCII."
-            )
 
 
 def _user_of(metadata: Mapping[str, Any] | None) -> str:
@@ -254,7 +212,7 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         elif api_keys is None:
             api_keys, source = load_api_keys(values.get("env_file")), "the environment"
         entries = normalize_keys(api_keys, source)
-        _check_headers(values.get("additional_headers"))
+        check_headers(values.get("additional_headers"))
         values["api_keys"] = entries
         values["google_api_key"] = entries[0].secret
         values["vertexai"] = False
@@ -264,8 +222,8 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
     def _build_pool(self) -> Self:
         entries = cast("list[KeyEntry]", self.api_keys)
         self.api_keys = None  # key text lives only in the members, never in a field
-        _check_seconds("max_wait", self.max_wait)
-        _check_seconds("rate_limit_cooldown", self.rate_limit_cooldown)
+        check_seconds("max_wait", self.max_wait)
+        check_seconds("rate_limit_cooldown", self.rate_limit_cooldown)
         if self.max_attempts is not None and (
             isinstance(self.max_attempts, bool) or self.max_attempts < 1
         ):
@@ -282,13 +240,13 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         if not valid:
             raise TypeError(
                 "limits must be a QuotaLimits or a mapping project name -> QuotaLimits; "
-                f"got {_shape(limits)}."
+                f"got {describe_shape(limits)}."
             )
         self._clock = self.clock if self.clock is not None else SystemClock()
         self._scheduler = Scheduler(self.strategy, limits, self.rate_limit_cooldown)
         self._members = Members(self)
         self._add_entries(entries)
-        _warn_unknown_projects(limits, {e.project for e in entries})
+        warn_unknown_projects(limits, {e.project for e in entries})
         self._ledger = self.ledger
         if self._ledger is None and self.usage_limits is not None:
             self._ledger = UsageLedger.in_memory(clock=self._clock)
