@@ -96,9 +96,7 @@ def _burst(pool: Any, output: Output, title: str, n: int, handler: Any, log: boo
 
 def usage_tables(output: Output, handler: Any) -> None:
     """Per-key and per-user tables from a ``GeminiUsageCallbackHandler``."""
-    by_key = [
-        {"name": f"key {k}", **v.to_dict()} for k, v in sorted(handler.by_key.items())
-    ]
+    by_key = [{"name": f"key {k}", **v.to_dict()} for k, v in sorted(handler.by_key.items())]
     by_user = [{"name": u, **v.to_dict()} for u, v in sorted(handler.by_user.items())]
     output.line()
     output.table(by_key, USAGE_COLUMNS, title="Usage per key (GeminiUsageCallbackHandler)")
@@ -176,11 +174,10 @@ def demo_emulated(output: Output, requests: int, model: str, keys_configured: in
 
 def demo_real(output: Output, model: str, env_file: str | None) -> int:
     """A short real exchange with Google through the configured keys."""
+    from langchain_gemini_pool._cli._failures import explain
     from langchain_gemini_pool._keys import load_api_keys, mask_key
     from langchain_gemini_pool._usage_handler import GeminiUsageCallbackHandler
     from langchain_gemini_pool.chat_models import ChatGeminiPool
-
-    from langchain_gemini_pool._cli._failures import explain
 
     secrets = [k.get_secret_value() for k in load_api_keys(env_file)]
     pool = ChatGeminiPool(

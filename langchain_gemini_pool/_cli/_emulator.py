@@ -21,9 +21,14 @@ BAD_KEY_KINDS = ("invalid", "expired", "leaked", "service_disabled", "suspended"
 def add_emulator_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the emulator's options on ``parser``."""
     where = parser.add_argument_group("where it listens")
-    where.add_argument("--host", default="127.0.0.1", help="interface to bind (default %(default)s)")
     where.add_argument(
-        "--port", type=int, default=8765, help="port to bind; 0 picks a free one (default %(default)s)"
+        "--host", default="127.0.0.1", help="interface to bind (default %(default)s)"
+    )
+    where.add_argument(
+        "--port",
+        type=int,
+        default=8765,
+        help="port to bind; 0 picks a free one (default %(default)s)",
     )
     keys = parser.add_argument_group("keys and projects (default: any key, each its own project)")
     keys.add_argument(
@@ -31,7 +36,7 @@ def add_emulator_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY",
-        help="accept only this key, its own project (repeatable); other keys get 400 API_KEY_INVALID",
+        help="accept only this key, its own project (repeatable); others get 400 API_KEY_INVALID",
     )
     keys.add_argument(
         "--project",
@@ -77,9 +82,15 @@ def add_emulator_arguments(parser: argparse.ArgumentParser) -> None:
     faults.add_argument(
         "--unavailable-rate", type=float, default=0.0, help="share of 503 UNAVAILABLE (overloaded)"
     )
-    faults.add_argument("--reset-rate", type=float, default=0.0, help="share of dropped connections")
     faults.add_argument(
-        "--latency", type=float, default=0.0, metavar="SECONDS", help="added to every generate request"
+        "--reset-rate", type=float, default=0.0, help="share of dropped connections"
+    )
+    faults.add_argument(
+        "--latency",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="added to every generate request",
     )
     faults.add_argument(
         "--jitter", type=float, default=0.0, metavar="SECONDS", help="extra uniform random wait"
@@ -103,7 +114,9 @@ def _pairs(values: list[str], option: str) -> list[tuple[str, str]]:
     for value in values:
         name, sep, rest = value.partition("=")
         if not sep or not name.strip() or not rest.strip():
-            raise _usage_error(f"{option} takes NAME=VALUE (one of them has no '=' or an empty side)")
+            raise _usage_error(
+                f"{option} takes NAME=VALUE (one of them has no '=' or an empty side)"
+            )
         out.append((name.strip(), rest.strip()))
     return out
 
@@ -127,7 +140,9 @@ def build_server(args: argparse.Namespace) -> Any:
     bad = dict(_pairs(args.bad_key, "--bad-key"))
     for kind in bad.values():
         if kind not in BAD_KEY_KINDS:
-            raise _usage_error(f"--bad-key KIND must be one of {', '.join(BAD_KEY_KINDS)}, not {kind!r}")
+            raise _usage_error(
+                f"--bad-key KIND must be one of {', '.join(BAD_KEY_KINDS)}, not {kind!r}"
+            )
     if not 0 <= args.port <= 65535:
         raise _usage_error(f"--port must be 0..65535, not {args.port}")
     if args.window <= 0:
@@ -176,7 +191,9 @@ def serve(
             f"({exc.strerror or exc}). Pick another --port (0 picks a free one)."
         ) from None
     try:
-        print(f"Gemini emulator serving at {server.base_url} (Ctrl-C to stop)", file=out, flush=True)
+        print(
+            f"Gemini emulator serving at {server.base_url} (Ctrl-C to stop)", file=out, flush=True
+        )
         with contextlib.suppress(KeyboardInterrupt):
             done.wait()
     finally:

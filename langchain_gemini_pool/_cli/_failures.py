@@ -55,12 +55,14 @@ def explain(exc: BaseException, keys: str = "", secrets: Iterable[str] = ()) -> 
             "in .env, and run `gemini-pool keys check`."
         )
     elif kind is FailureKind.RATE_LIMITED:
-        wait = f"; Google asks to wait {failure.retry_after_s:.0f} s" if failure.retry_after_s else ""
+        wait = (
+            f"; Google asks to wait {failure.retry_after_s:.0f} s" if failure.retry_after_s else ""
+        )
         what = (
             f"The request was rate limited{on}: {failure.reason}{wait}. Keys of one project "
             "share its quota; see `gemini-pool status` and the README's 'Quotas are per "
             "project' section."
         )
     else:
-        what = f"The request failed{on}: {type(exc).__name__}: {scrub(str(exc), secrets)}"
+        what = f"{type(exc).__name__}{on}: {scrub(str(exc), secrets)}"
     return what

@@ -97,7 +97,8 @@ class Output:
 
     def json(self, data: Any) -> None:
         """The machine-readable answer of a read command: one JSON document."""
-        print(json.dumps(data, indent=2, sort_keys=True, default=str), file=self.out, flush=True)
+        text = json.dumps(data, indent=2, sort_keys=True, default=str, ensure_ascii=False)
+        print(text, file=self.out, flush=True)
 
     def table(
         self,

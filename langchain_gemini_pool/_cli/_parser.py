@@ -188,7 +188,10 @@ def build_parser(version: str) -> argparse.ArgumentParser:
     cache = sub.add_parser("cache", help="the response cache: stats, clear")
     cache_sub = cache.add_subparsers(dest="cache_command", metavar="SUBCOMMAND")
     cache_sub.required = True
-    for name, text in (("stats", "entries, size on disk and directory"), ("clear", "remove every entry")):
+    for name, text in (
+        ("stats", "entries, size on disk and directory"),
+        ("clear", "remove every entry"),
+    ):
         one = cache_sub.add_parser(name, help=text)
         one.add_argument(
             "--directory",
