@@ -13,6 +13,7 @@ live in ``langchain_gemini_pool._cli``; each imports the heavy parts only when i
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import sys
@@ -54,8 +55,9 @@ def main(
     out = out or sys.stdout
     err = err or sys.stderr
     parser = _build_parser(__version__)
-    try:
-        args = parser.parse_args(args_list)
+    try:  # argparse writes help and usage errors to sys.stdout / sys.stderr
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            args = parser.parse_args(args_list)
     except SystemExit as exc:  # --help, --version (0) or a usage error (2)
         return exc.code if isinstance(exc.code, int) else USAGE
     logging.basicConfig(
@@ -73,6 +75,8 @@ def main(
             traceback.print_exc(file=err)
         prefix = "usage error" if exc.code == USAGE else "error"
         print(f"gemini-pool {args.command}: {prefix}: {exc}", file=err, flush=True)
+        if exc.__cause__ is not None and not args.debug:
+            print("(run again with --debug for the full traceback)", file=err)
         return exc.code
     except KeyboardInterrupt:
         print("Interrupted.", file=err)

@@ -172,7 +172,7 @@ def demo_emulated(output: Output, requests: int, model: str, keys_configured: in
     return 0
 
 
-def demo_real(output: Output, model: str, env_file: str | None) -> int:
+def demo_real(output: Output, model: str, env_file: str | None, base_url: str | None) -> int:
     """A short real exchange with Google through the configured keys."""
     from langchain_gemini_pool._cli._failures import explain
     from langchain_gemini_pool._keys import load_api_keys, mask_key
@@ -181,13 +181,18 @@ def demo_real(output: Output, model: str, env_file: str | None) -> int:
 
     secrets = [k.get_secret_value() for k in load_api_keys(env_file)]
     pool = ChatGeminiPool(
-        model=model, env_file=env_file, max_wait=15, max_attempts=len(secrets), timeout=20
+        model=model,
+        env_file=env_file,
+        base_url=base_url,
+        max_wait=15,
+        max_attempts=len(secrets),
+        timeout=20,
     )
     handler = GeminiUsageCallbackHandler()
     config: Any = {"callbacks": [handler], "metadata": {"user_id": "demo"}}
     output.line(
         f"{len(secrets)} key(s) configured ({', '.join(mask_key(k) for k in secrets)}). "
-        f"A short exchange with Google ({model}) through the pool:\n"
+        f"A short exchange with {base_url or 'Google'} ({model}) through the pool:\n"
     )
     try:
         message = pool.invoke("In one short sentence: what is a key pool?", config=config)
@@ -231,4 +236,4 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         configured = 0
     if args.emulator or not configured:
         return demo_emulated(output, args.requests, args.model, configured)
-    return demo_real(output, args.model, args.env_file)
+    return demo_real(output, args.model, args.env_file, args.base_url)

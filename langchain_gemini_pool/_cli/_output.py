@@ -83,7 +83,7 @@ class Output:
             isatty = getattr(self.out, "isatty", lambda: False)()
             self._console = Console(
                 file=self.out,
-                width=None if isatty else 120,
+                width=None if isatty else 200,
                 no_color=not isatty,
                 highlight=False,
                 soft_wrap=not isatty,

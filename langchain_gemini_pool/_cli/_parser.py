@@ -73,6 +73,12 @@ def build_parser(version: str) -> argparse.ArgumentParser:
     demo.add_argument(
         "--emulator", action="store_true", help="use the embedded emulator even when keys are set"
     )
+    demo.add_argument(
+        "--base-url",
+        default=None,
+        metavar="URL",
+        help="with real keys: talk to this endpoint instead of Google (a proxy, or the emulator)",
+    )
     _env_file(demo)
     _handler(demo, "_demo:run")
 
