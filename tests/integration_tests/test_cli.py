@@ -594,3 +594,31 @@ def test_emulator_serves_with_its_options_until_stopped(dashdash: bool) -> None:
     finally:
         process.terminate()
         assert process.wait(timeout=10) == 0
+
+
+def test_emulator_options_reach_the_server() -> None:
+    from langchain_gemini_pool._cli._emulator import add_emulator_arguments, build_server
+    from langchain_gemini_pool.testing import Faults, Quota
+
+    parser = argparse.ArgumentParser()
+    add_emulator_arguments(parser)
+    argv = ["--project", f"team={KEY_A},{KEY_B}", "--key", KEY_BAD, "--rpm", "4", "--tpm", "900"]
+    argv += ["--rpd", "30", "--window", "7", "--error-rate", "0.1", "--unavailable-rate", "0.2"]
+    argv += ["--reset-rate", "0.05", "--latency", "0.5", "--jitter", "0.25"]
+    argv += ["--stream-cut-after", "2", "--seed", "9", "--port", "0"]
+    server = build_server(parser.parse_args(argv))
+    assert server.faults == Faults(
+        error_rate=0.1,
+        unavailable_rate=0.2,
+        reset_rate=0.05,
+        latency_s=0.5,
+        jitter_s=0.25,
+        stream_cut_after=2,
+        seed=9,
+    )
+    assert server.project_of(KEY_A) == server.project_of(KEY_B) == "team"
+    assert server.project_of(KEY_BAD) not in (None, "team")  # --key: its own project
+    assert server.project_of("some-other-key-0000") is None  # only listed keys are accepted
+    book = server._quota  # the quota book: what --rpm/--tpm/--rpd/--window set
+    assert book.quota_for("team", "gemini-2.5-flash") == Quota(rpm=4, tpm=900, rpd=30)
+    assert book.window_left(70.0) == pytest.approx(7.0)  # 7 s windows aligned at 0, 7, 14, ...
