@@ -150,12 +150,16 @@ def _malformed(key: str) -> str | None:
 def _read_new_keys(args: argparse.Namespace, ctx: Context) -> list[str]:
     if args.keys:
         return [k.strip() for k in args.keys]
-    if ctx.stdin.isatty():
-        raise CliError(
-            "give the keys as arguments, or pipe them on standard input (one per line) to "
-            "keep them out of your shell history: gemini-pool keys add < new-keys.txt",
-            USAGE,
-        )
+    if ctx.stdin.isatty():  # a person at a terminal: ask, without echoing what is pasted
+        import getpass
+
+        print("Paste one key per prompt (input hidden); an empty line ends.", file=ctx.err)
+        typed: list[str] = []
+        while key := getpass.getpass(f"key {len(typed) + 1}: ").strip():
+            typed.append(key)
+        if not typed:
+            raise CliError("no key given.", USAGE)
+        return typed
     keys = [line.strip() for line in ctx.stdin.read().splitlines() if line.strip()]
     if not keys:
         raise CliError(
