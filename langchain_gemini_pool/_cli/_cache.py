@@ -47,11 +47,11 @@ def stats(args: argparse.Namespace, ctx: Context) -> int:
         found = cache.stats()
         cache.close()
         figures = {"entries": found["entries"], "bytes": found["bytes"]}
-    doc = {"directory": str(path), "exists": exists, **figures}
+    doc = {"directory": str(path.absolute()), "exists": exists, **figures}
     if args.json:
         output.json(doc)
         return OK
-    output.line(f"Response cache: {path}")
+    output.line(f"Response cache: {path.absolute()}")
     if not exists:
         output.line("Nothing cached yet (the directory holds no cache).")
     output.line(f"entries  {figures['entries']:,}")

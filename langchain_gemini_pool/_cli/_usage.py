@@ -90,7 +90,7 @@ def read_usage(args: argparse.Namespace) -> dict[str, Any]:
     limits = _limits(args.limit)
     path, exists = _directory(args)
     doc: dict[str, Any] = {
-        "directory": str(path),
+        "directory": str(path.absolute()),
         "exists": exists,
         "period": args.period,
         "bucket": "",
@@ -131,7 +131,11 @@ def read_usage(args: argparse.Namespace) -> dict[str, Any]:
             users = sorted(groups.get("user", {}))
         if limits is not None:
             overage = {u: compute_overage(ledger, u, limits) for u in users}
-            doc["overage"] = {u: o for u, o in overage.items() if o}
+            doc["overage"] = {
+                u: {n: v if n.startswith("cost") else round(v) for n, v in o.items()}
+                for u, o in overage.items()
+                if o
+            }
     return doc
 
 

@@ -452,7 +452,7 @@ def test_usage_filters_by_user_and_model(ledger_dir: Path) -> None:
 def test_usage_overage_against_given_limits(ledger_dir: Path) -> None:
     run = cli("usage", "--directory", str(ledger_dir), "--limit", "tokens_per_month=100", "--json")
     assert run.code == 0, run.err
-    assert run.json()["overage"] == {"alice": {"tokens_per_month": 50.0}}
+    assert run.json()["overage"] == {"alice": {"tokens_per_month": 50}}
     assert cli("usage", "--directory", str(ledger_dir), "--limit", "tokens=5").code == 2
     assert cli("usage", "--directory", str(ledger_dir), "--limit", "tokens_per_day=x").code == 2
 
