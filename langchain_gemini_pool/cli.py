@@ -84,9 +84,10 @@ def main(
     except Exception as exc:
         if args.debug:
             traceback.print_exc(file=err)
-        from langchain_gemini_pool._cli._failures import explain
+        from langchain_gemini_pool._cli._failures import configured_secrets, explain
 
-        print(f"gemini-pool {args.command}: error: {explain(exc)}", file=err, flush=True)
+        secrets = configured_secrets(getattr(args, "env_file", None))
+        print(f"gemini-pool {args.command}: error: {explain(exc, '', secrets)}", file=err)
         if not args.debug:
             print("(run again with --debug for the full traceback)", file=err)
         return PROBLEM

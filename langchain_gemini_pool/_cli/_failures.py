@@ -6,17 +6,30 @@ prints key text: any configured key found in a message is replaced by its masked
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+
+_GOOGLE_KEY = re.compile(r"AIza[0-9A-Za-z_\-]{35}")
 
 
 def scrub(text: str, secrets: Iterable[str] = ()) -> str:
-    """``text`` with every secret in it replaced by its masked form."""
+    """``text`` with every secret in it (and anything shaped like a Google API key) masked."""
     from langchain_gemini_pool._keys import mask_key
 
     for secret in secrets:
         if secret and secret in text:
             text = text.replace(secret, mask_key(secret))
-    return text
+    return _GOOGLE_KEY.sub(lambda m: mask_key(m.group(0)), text)
+
+
+def configured_secrets(env_file: str | None) -> list[str]:
+    """The configured keys' text, to scrub from messages (none if they cannot be loaded)."""
+    from langchain_gemini_pool._keys import load_api_keys
+
+    try:
+        return [k.get_secret_value() for k in load_api_keys(env_file)]
+    except Exception:  # a message is still shown, scrubbed of key-shaped text
+        return []
 
 
 def explain(exc: BaseException, keys: str = "", secrets: Iterable[str] = ()) -> str:

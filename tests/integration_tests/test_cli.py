@@ -622,3 +622,11 @@ def test_emulator_options_reach_the_server() -> None:
     book = server._quota  # the quota book: what --rpm/--tpm/--rpd/--window set
     assert book.quota_for("team", "gemini-2.5-flash") == Quota(rpm=4, tpm=900, rpd=30)
     assert book.window_left(70.0) == pytest.approx(7.0)  # 7 s windows aligned at 0, 7, 14, ...
+
+
+def test_an_unexpected_error_is_scrubbed_of_configured_keys() -> None:
+    from langchain_gemini_pool._cli._failures import explain
+
+    text = explain(RuntimeError(f"Illegal header value b'{KEY_A}'"), "", [KEY_A])
+    assert KEY_A not in text and "…1111" in text
+    assert text.startswith("RuntimeError")
