@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 _STATE_COLOURS = {"ready": "#2e7d32", "cooling": "#b26a00", "invalid": "#c62828"}
 _TABLE = 'style="border-collapse:collapse;font-family:monospace;font-size:12px;margin:4px 0"'
-_CELL = 'style="padding:2px 8px;border-bottom:1px solid #ddd;text-align:{align}"'
+_CELL = 'style="padding:2px 8px;border-bottom:1px solid #ddd;white-space:nowrap;text-align:{align}"'
 _USAGE_FIELDS = (
     ("requests", "requests"),
     ("attempts", "HTTP attempts"),
@@ -145,10 +145,9 @@ def ledger_html(ledger: Any, period: str = "month") -> str:
     figures = (
         "" if total is None else f": {total.requests:,} requests, {total.total_tokens:,} tokens"
     )
-    order = ("user", "key", "project", "model")
-    return usage_html(
-        {g: groups.get(g, {}) for g in order}, f"UsageLedger ({where}), this {period}{figures}"
-    )
+    tables = {g: groups.get(g, {}) for g in ("user", "key", "project", "model")}
+    tables["key"] = {f"key {k}": v for k, v in tables["key"].items()}
+    return usage_html(tables, f"UsageLedger ({where}), this {period}{figures}")
 
 
 def _in_notebook() -> bool:
