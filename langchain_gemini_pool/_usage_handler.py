@@ -94,6 +94,12 @@ class GeminiUsageCallbackHandler(BaseCallbackHandler):
             f"total_tokens={t.total_tokens}, cost_usd={t.cost_usd!r})"
         )
 
+    def _repr_html_(self) -> str:
+        """Jupyter: usage by key, project, model and user as tables."""
+        from langchain_gemini_pool._html import handler_html
+
+        return handler_html(self)
+
     # -- callbacks ---------------------------------------------------------------------------
 
     def on_chat_model_start(

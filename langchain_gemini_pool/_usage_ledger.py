@@ -184,6 +184,12 @@ class UsageLedger:
         where = "in_memory" if self.directory is None else repr(str(self.directory))
         return f"UsageLedger({where}, tz={self._tz!s})"
 
+    def _repr_html_(self) -> str:
+        """Jupyter: this month's totals by user, key, project and model."""
+        from langchain_gemini_pool._html import ledger_html
+
+        return ledger_html(self)
+
     # -- writing -----------------------------------------------------------------------------
 
     def record(

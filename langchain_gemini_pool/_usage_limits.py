@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Literal
 
 from langchain_core.exceptions import ModelRateLimitError
@@ -40,10 +41,13 @@ class UsageLimitExceededError(ModelRateLimitError):
 
     Attributes:
         limit_name: Which limit, e.g. ``"tokens_per_month"``.
-        current: The user's figure for the current period.
-        limit: The configured limit.
+        current: The user's figure for the current period: an ``int`` for request and token
+            counts, a ``float`` (US dollars) for ``cost_per_month``.
+        limit: The configured limit, of the same type as ``current``.
         user: The user it applies to.
-        resets_at: Epoch seconds when the period (day or month) ends, if known.
+        resets_at: When the period (the ledger's day or month) ends and the limit has room
+            again: a timezone-aware ``datetime`` (UTC), or ``None`` if unknown. An epoch float
+            passed to the constructor is converted.
     """
 
     is_retryable = False
@@ -55,13 +59,19 @@ class UsageLimitExceededError(ModelRateLimitError):
         current: float,
         limit: float,
         user: str,
-        resets_at: float | None = None,
+        resets_at: datetime | float | None = None,
     ) -> None:
         self.limit_name = limit_name
-        self.current = current
-        self.limit = limit
+        self.current = _number(limit_name, current)
+        self.limit = _number(limit_name, limit)
         self.user = user
-        self.resets_at = resets_at
+        if isinstance(resets_at, (int, float)) and not isinstance(resets_at, bool):
+            resets_at = datetime.fromtimestamp(resets_at, timezone.utc)
+        elif resets_at is not None and (
+            not isinstance(resets_at, datetime) or resets_at.tzinfo is None
+        ):
+            raise TypeError("resets_at must be a timezone-aware datetime, epoch seconds or None.")
+        self.resets_at: datetime | None = resets_at
         period = "today" if limit_name.endswith("_day") else "this month"
         super().__init__(
             f"User {user!r} reached the usage limit {limit_name}: {_fmt(current)} used "
@@ -76,11 +86,20 @@ class UsageLimitExceededError(ModelRateLimitError):
 
 
 def _rebuild(
-    limit_name: str, current: float, limit: float, user: str, resets_at: float | None
+    limit_name: str, current: float, limit: float, user: str, resets_at: datetime | None
 ) -> UsageLimitExceededError:
     return UsageLimitExceededError(
         limit_name=limit_name, current=current, limit=limit, user=user, resets_at=resets_at
     )
+
+
+def _number(limit_name: str, value: float) -> float:
+    """Dollars as ``float``; request and token counts as ``int`` (when whole)."""
+    if limit_name.startswith("cost"):
+        return float(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def _fmt(value: float) -> str:

@@ -344,6 +344,22 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         successes, rate_limited, errors, reason, room."""
         return self._scheduler.status(self._clock.now())
 
+    def _repr_html_(self) -> str:
+        """Jupyter: the keys as a table (states in colour, cooldowns, room); keys masked."""
+        from langchain_gemini_pool._html import pool_html
+
+        return pool_html(self)
+
+    def watch(self, interval: float = 1.0, **kwargs: Any) -> Any:
+        """A live view of the keys while a block runs: ``with pool.watch(): pool.batch(...)``.
+
+        Refreshes an HTML table in place in a notebook, prints a plain-text table on change
+        elsewhere (``out=`` a stream, default stdout; ``html=`` forces either).
+        """
+        from langchain_gemini_pool._html import PoolWatch
+
+        return PoolWatch(self, interval, **kwargs)
+
     def overage(self, user_id: str = _DEFAULT_USER) -> dict[str, float]:
         """For soft usage limits: each exceeded limit's name -> amount past it now."""
         limits = resolve_limits(self.usage_limits, user_id)

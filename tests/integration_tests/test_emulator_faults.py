@@ -222,7 +222,17 @@ def test_command_line_serves_until_stopped() -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     process = subprocess.Popen(  # noqa: S603 - our own interpreter and module, fixed args
-        [sys.executable, "-m", "langchain_gemini_pool.testing", "--port", str(port), "--rpm", "1"],
+        [
+            sys.executable,
+            "-m",
+            "langchain_gemini_pool.testing",
+            "--port",
+            str(port),
+            "--key",
+            "fake-key-0001",
+            "--rpm",
+            "0",
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -230,16 +240,15 @@ def test_command_line_serves_until_stopped() -> None:
         assert process.stdout is not None
         assert f"127.0.0.1:{port}" in process.stdout.readline()
         with httpx2.Client(base_url=f"http://127.0.0.1:{port}") as http:
-            statuses = [
-                http.post(
-                    f"/v1/models/{MODEL}:generateContent",
-                    headers={"x-goog-api-key": "fake-key-0001"},
-                    json=BODY,
+
+            def status(verb: str, key: str) -> int:
+                return http.post(
+                    f"/v1/models/{MODEL}:{verb}", headers={"x-goog-api-key": key}, json=BODY
                 ).status_code
-                for _ in range(2)
-            ]
-        assert statuses[0] == 200
-        assert statuses[1] == 429 or time.time() % 60 < 1  # unless the minute just turned
+
+            assert status("countTokens", "fake-key-0001") == 200  # serving, key accepted
+            assert status("generateContent", "fake-key-0001") == 429  # --rpm 0: never room
+            assert status("generateContent", "fake-key-0002") == 400  # --key: others refused
     finally:
         process.terminate()
         assert process.wait(timeout=10) == 0

@@ -270,7 +270,9 @@ def test_hard_token_limit_refuses_at_the_limit_until_the_next_day(clock: ManualC
     assert "'alice'" in str(err)
     assert "tokens_per_day" in str(err)
     assert "300" in str(err)
-    assert err.resets_at == datetime(2026, 2, 1, tzinfo=UTC).timestamp()
+    assert err.resets_at == datetime(2026, 2, 1, tzinfo=UTC)  # aware: when the day ends
+    assert err.resets_at is not None and err.resets_at.tzinfo is not None
+    assert isinstance(err.limit, int) and isinstance(err.current, int)  # counts stay counts
     check_usage(ledger, "bob", limits)  # limits are per user
     clock.advance(180)  # past midnight: a new day
     check_usage(ledger, "alice", limits)
@@ -283,6 +285,12 @@ def test_limit_error_is_a_non_retryable_rate_limit_and_pickles() -> None:
     again = pickle.loads(pickle.dumps(err))  # noqa: S301 - our own object, round-tripped
     assert (again.limit_name, again.current, again.user) == ("cost_per_month", 2.5, "u")
     assert str(again) == str(err)
+    assert isinstance(err.limit, float)  # dollars stay dollars
+    stamped = UsageLimitExceededError(
+        limit_name="requests_per_day", current=3, limit=3, user="u", resets_at=86400.0
+    )
+    assert stamped.resets_at == datetime(1970, 1, 2, tzinfo=UTC)
+    assert pickle.loads(pickle.dumps(stamped)).resets_at == stamped.resets_at  # noqa: S301
 
 
 def test_requests_per_day_ignores_cache_hits_and_refusals(clock: ManualClock) -> None:
