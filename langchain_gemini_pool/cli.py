@@ -172,10 +172,16 @@ def _cmd_emulator(args: argparse.Namespace, out: TextIO) -> int:
 def _cmd_usage(args: argparse.Namespace, out: TextIO) -> int:
     from langchain_gemini_pool._usage_ledger import UsageLedger
 
-    ledger = UsageLedger(args.directory)
+    try:
+        ledger = UsageLedger(args.directory)
+    except ValueError as exc:  # a directory that cannot be one: say so, no traceback
+        print(f"gemini-pool usage: {exc}", file=sys.stderr)
+        return 2
     totals = ledger.totals(user=args.user, period=args.period)
     for name, value in totals.to_dict().items():
         print(f"{name:22s} {value}", file=out)
+    if ledger.problem is not None:  # already logged as a WARNING; the figures are incomplete
+        return 1
     return 0
 
 
