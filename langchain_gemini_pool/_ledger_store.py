@@ -40,6 +40,8 @@ _WARN_EVERY_S = 60.0
 _LOCK_TIMEOUT_S = 5.0  # wait this long for another process's write before keeping it in memory
 _STORAGE_ERRORS = (sqlite3.Error, OSError, diskcache.Timeout)
 
+_SELECT_MANY = "SELECT key, value FROM Cache WHERE raw = 1 AND key IN ({})"
+
 Rows = list[tuple[str, UsageTotals]]
 
 
@@ -250,9 +252,15 @@ class DiskStore:
         try:
             with cache.transact():
                 execute = cache._sql  # diskcache's connection for this thread (in the transaction)
+                keys = list(combined)
+                current: dict[str, UsageTotals | None] = {}
+                for start in range(0, len(keys), 500):  # under SQLite's variable limit
+                    chunk = keys[start : start + 500]
+                    query = _SELECT_MANY.format(", ".join("?" * len(chunk)))  # values bound
+                    current.update((k, parse(v)) for k, v in execute(query, chunk))
                 for key, delta in combined.items():
-                    current = self._value(execute, key) or UsageTotals()
-                    cache.set(key, json.dumps(current.add(delta).to_dict()))
+                    total = (current.get(key) or UsageTotals()).add(delta)
+                    cache.set(key, json.dumps(total.to_dict()))
         except _STORAGE_ERRORS as exc:
             self._fail("write", "could not be written", exc)
             self._drop()

@@ -240,3 +240,20 @@ def test_an_empty_read_only_directory_counts_in_memory(
         assert ledger.totals(user="hal").requests == 1
         ledger.close()
     assert "cannot be opened" in caplog.text
+
+
+def test_a_long_outage_of_many_users_is_saved_in_one_go(tmp_path: Path, clock: ManualClock) -> None:
+    corrupt(tmp_path)
+    ledger = UsageLedger(tmp_path, clock=clock)
+    for n in range(300):  # about 2,000 distinct entries kept in memory
+        ledger.record(served(key=n % 4, project=f"p{n % 4}", tokens=10), user=f"user-{n}")
+    (tmp_path / "cache.db").unlink()
+    clock.advance(store_module.RETRY_S)
+    ledger.record(served(tokens=10), user="user-0")
+    assert ledger.problem is None
+    ledger.close()
+    with UsageLedger(tmp_path, clock=clock) as fresh:
+        assert fresh.totals().requests == 301
+        assert fresh.totals(user="user-0").requests == 2
+        assert fresh.totals(user="user-299", project="p3", period="month").total_tokens == 10
+        assert len(fresh.breakdown()["user"]) == 300
