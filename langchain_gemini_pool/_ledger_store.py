@@ -15,12 +15,14 @@ as soon as it works. A directory that cannot be written is still read (read-only
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
 import sqlite3
 import threading
 import urllib.request
+import weakref
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
@@ -131,7 +133,9 @@ class DiskStore:
 
     ``_pending`` holds what could not be written yet; reads add it to what the directory
     holds, so totals stay exact in this process while the directory is out, and the next
-    write that works saves it in the same transaction as its own entries.
+    write that works saves it in the same transaction as its own entries (or ``close()``,
+    or the interpreter's exit). A forked child starts with nothing pending: what the parent
+    kept is the parent's to save, never saved twice.
     """
 
     def __init__(self, directory: Path, clock: Clock) -> None:
@@ -145,8 +149,13 @@ class DiskStore:
         self._retry_at = 0.0
         self._warned_at: dict[str, float] = {}
         self._problem: str | None = None
+        _LIVE.add(self)
         with self._lock:
             self._ensure_open(self._clock.now())
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()  # a thread of the parent may have held it
+        self._pending = {}
 
     # -- opening ----------------------------------------------------------------------------
 
@@ -359,3 +368,23 @@ class DiskStore:
             if self._cache is not None:
                 self._cache.close()
             self._close_reader()
+
+
+_LIVE: weakref.WeakSet[DiskStore] = weakref.WeakSet()
+
+
+def _save_all_at_exit() -> None:
+    """Last chance for usage kept in memory: write it if the directory works by now."""
+    for store in list(_LIVE):
+        if store._pending:
+            store.close()
+
+
+def _forget_pending_in_child() -> None:
+    for store in list(_LIVE):
+        store._after_fork()
+
+
+atexit.register(_save_all_at_exit)
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_forget_pending_in_child)

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
+import os
 import pickle
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -257,3 +261,62 @@ def test_a_long_outage_of_many_users_is_saved_in_one_go(tmp_path: Path, clock: M
         assert fresh.totals(user="user-0").requests == 2
         assert fresh.totals(user="user-299", project="p3", period="month").total_tokens == 10
         assert len(fresh.breakdown()["user"]) == 300
+
+
+EXIT_CHILD = r"""
+import sys
+from pathlib import Path
+from langchain_core.messages import AIMessage
+from langchain_gemini_pool import UsageLedger
+
+directory = Path(sys.argv[1])
+ledger = UsageLedger(directory)
+message = AIMessage(content="x", response_metadata={"model_name": "gemini-2.5-flash"})
+for _ in range(3):
+    ledger.record(message, user="exiting")
+assert ledger.problem is not None
+(directory / "cache.db").unlink()  # the remedy, then exit without close()
+"""
+
+
+def test_usage_kept_in_memory_is_saved_at_exit(tmp_path: Path) -> None:
+    corrupt(tmp_path)
+    result = subprocess.run(  # noqa: S603
+        [sys.executable, "-c", EXIT_CHILD, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    with UsageLedger(tmp_path) as after:
+        assert after.totals(user="exiting").requests == 3
+
+
+def _record_in_child(ledger: UsageLedger, clock: ManualClock) -> None:
+    clock.advance(store_module.RETRY_S)
+    ledger.record(served(tokens=10), user="forked")
+    ledger.close()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="fork is POSIX only")
+def test_a_forked_child_never_saves_what_its_parent_kept(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    corrupt(tmp_path)
+    ledger = UsageLedger(tmp_path, clock=clock)
+    for _ in range(2):
+        ledger.record(served(tokens=10), user="forked")
+    (tmp_path / "cache.db").unlink()
+    child = multiprocessing.get_context("fork").Process(
+        target=_record_in_child, args=(ledger, clock)
+    )
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    clock.advance(store_module.RETRY_S)
+    ledger.record(served(tokens=10), user="forked")
+    ledger.close()
+    with UsageLedger(tmp_path, clock=clock) as after:
+        assert after.totals(user="forked").requests == 4  # 2 + 1 here, 1 in the child
