@@ -240,14 +240,48 @@ class GeminiDiskCache(BaseCache):
                 self._warn_locked(
                     "open",
                     "cache directory %s cannot be opened (%s: %s); caching is off until it "
-                    "can be (retried every %.0f s)",
+                    "can be (retried every %.0f s). %s",
                     self._directory,
                     type(exc).__name__,
                     str(exc),
                     _REOPEN_EVERY,
+                    self._remedy(),
                 )
                 return None
             return self._store
+
+    def _remedy(self) -> str:
+        where = str(self._directory)
+        return (
+            f"To recover, make the directory writable, or move it aside (e.g. mv {where!r} "
+            f"{where + '.broken'!r}): a new cache starts there, and only cached answers are lost."
+        )
+
+    def _failed(self, kind: str, message: str, exc: BaseException) -> None:
+        """A storage failure of an open cache. A database error (corrupt, read-only) turns
+        caching off, to be reopened later; a lock timeout or a file error is passing."""
+        args = (type(exc).__name__, str(exc))
+        if not isinstance(exc, sqlite3.DatabaseError):
+            self._warn(kind, message + " (%s: %s)", *args)
+            return
+        with self._lock:
+            store, self._store = self._store, None
+            self._next_open = self._clock.now() + _REOPEN_EVERY
+            self._errors += 1
+            self._warn_locked(
+                kind,
+                message + " (%s: %s); caching is off until %s can be reopened (retried every "
+                "%.0f s). %s",
+                *args,
+                self._directory,
+                _REOPEN_EVERY,
+                self._remedy(),
+            )
+        if store is not None:
+            try:
+                store.close()
+            except _STORAGE_ERRORS:
+                logger.debug("GeminiDiskCache: closing a failed store failed", exc_info=True)
 
     def _warn(self, kind: str, message: str, *args: object) -> None:
         with self._lock:
@@ -275,9 +309,7 @@ class GeminiDiskCache(BaseCache):
         try:
             text, expires_at = store.get(key, default=None, tag=True)
         except _STORAGE_ERRORS as exc:
-            self._warn(
-                "read", "lookup failed, treated as a miss (%s: %s)", type(exc).__name__, str(exc)
-            )
+            self._failed("read", "lookup failed, treated as a miss", exc)
             return None
         except ValueError as exc:  # undecodable value file, or a pickle row refused
             text, expires_at = exc, None
@@ -361,7 +393,7 @@ class GeminiDiskCache(BaseCache):
         try:
             store.set(entry_key(prompt, llm_string), text, expire=self._ttl, tag=expires_at)
         except _STORAGE_ERRORS as exc:
-            self._warn("write", "response not cached (%s: %s)", type(exc).__name__, str(exc))
+            self._failed("write", "response not cached", exc)
 
     def clear(self, **kwargs: Any) -> None:
         """Remove every entry in the directory (for every process sharing it).
@@ -374,7 +406,7 @@ class GeminiDiskCache(BaseCache):
         try:
             store.clear()
         except _STORAGE_ERRORS as exc:
-            self._warn("clear", "clear failed (%s: %s)", type(exc).__name__, str(exc))
+            self._failed("clear", "clear failed", exc)
 
     # -- async ---------------------------------------------------------------------------
 
@@ -420,7 +452,7 @@ class GeminiDiskCache(BaseCache):
                 entries = len(store)
                 size = int(store.volume())
             except _STORAGE_ERRORS as exc:
-                self._warn("stats", "stats unavailable (%s: %s)", type(exc).__name__, str(exc))
+                self._failed("stats", "stats unavailable", exc)
         return {**counts, "entries": entries, "bytes": size}
 
     def close(self) -> None:

@@ -345,7 +345,7 @@ def normalize_keys(api_keys: ApiKeys, source: str = "api_keys") -> list[KeyEntry
 
     kept = set(_checked((w, t) for _, w, t in pairs))
     entries: list[KeyEntry] = []
-    named: set[str] = set()
+    named: dict[str, int] = {}
     for project, _, raw in pairs:
         key = _clean(raw)
         if key not in kept:
@@ -360,16 +360,16 @@ def normalize_keys(api_keys: ApiKeys, source: str = "api_keys") -> list[KeyEntry
     return entries
 
 
-def _own_project(key: str, taken: set[str]) -> str:
+def _own_project(key: str, taken: dict[str, int]) -> str:
     """``project-<fingerprint>``, made unique: distinct keys may share their last four
-    characters, and keys of one list must never share a project (and so a cooldown)."""
-    base = name = f"project-{mask_key(key)}"
-    n = 1
-    while name in taken:
-        n += 1
-        name = f"{base}-{n}"
-    taken.add(name)
-    return name
+    characters, and keys of one list must never share a project (and so a cooldown).
+
+    ``taken`` counts the names given per fingerprint, so n keys sharing one cost O(n), not
+    O(n²). A suffixed name is longer than any bare one, so the two kinds never collide.
+    """
+    base = f"project-{mask_key(key)}"
+    n = taken[base] = taken.get(base, 0) + 1
+    return base if n == 1 else f"{base}-{n}"
 
 
 def _text(key: object) -> str:

@@ -7,10 +7,11 @@ makes it safe from threads and from many asyncio tasks (no method awaits or does
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import threading
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -112,7 +113,10 @@ class Scheduler:
         self._lock = threading.Lock()
         self._keys: list[KeyState] = []
         self._projects: dict[str, ProjectState] = {}
+        # Active keys by priority level, levels in ascending priority, keys in index order.
+        # Kept up to date one key at a time, so adding n keys costs O(n log n) in all.
         self._levels: list[tuple[int, list[KeyState]]] = []
+        self._level_of: dict[int, list[KeyState]] = {}
         self._size = 0
         self._cursor: dict[int, int] = {}
         self._queues: dict[int, LoadQueue] = {}  # least_used only: one per priority level
@@ -126,14 +130,25 @@ class Scheduler:
 
     def add_key(self, project: str, fingerprint: str) -> int:
         """Add a key; returns its index, stable for the scheduler's life."""
+        return self.add_keys([(project, fingerprint)])[0]
+
+    def add_keys(self, keys: Iterable[tuple[str, str]]) -> list[int]:
+        """Add ``(project, fingerprint)`` pairs in one step; returns their indices in order.
+
+        Each key costs O(log n) (its level is found in a dict, a new level is placed by
+        bisection), so building a pool of n keys costs O(n log n), not O(n²).
+        """
         with self._lock:
-            if project not in self._projects:
-                window = ProjectWindow(self._limits_for(project))
-                self._projects[project] = ProjectState(project, window)
-            state = KeyState(len(self._keys), project, fingerprint)
-            self._keys.append(state)
-            self._rebuild_levels()
-            return state.index
+            indices = []
+            for project, fingerprint in keys:
+                if project not in self._projects:
+                    window = ProjectWindow(self._limits_for(project))
+                    self._projects[project] = ProjectState(project, window)
+                state = KeyState(len(self._keys), project, fingerprint)
+                self._keys.append(state)
+                self._enter_level(state)
+                indices.append(state.index)
+            return indices
 
     def remove_key(self, index: int) -> None:
         with self._lock:
@@ -141,26 +156,38 @@ class Scheduler:
             if self.strategy == "least_used":
                 self._queues[self._projects[key.project].priority].discard(index)
             key.removed = True
-            self._rebuild_levels()
+            self._leave_level(key)
 
     def _key(self, index: int) -> KeyState:
         if not 0 <= index < len(self._keys) or self._keys[index].removed:
             raise KeyError(f"No key with index {index} in the pool.")
         return self._keys[index]
 
-    def _rebuild_levels(self) -> None:
-        self._size = sum(not key.removed for key in self._keys)
-        levels: dict[int, list[KeyState]] = {}
-        for key in self._keys:
-            if not key.removed:
-                levels.setdefault(self._projects[key.project].priority, []).append(key)
-        self._levels = sorted(levels.items())
+    def _enter_level(self, key: KeyState) -> None:
+        """Put a new key (the highest index so far) at the end of its priority level."""
+        priority = self._projects[key.project].priority
+        level = self._level_of.get(priority)
+        if level is None:
+            level = self._level_of[priority] = []
+            at = bisect.bisect_left([p for p, _ in self._levels], priority)
+            self._levels.insert(at, (priority, level))
+        level.append(key)
+        self._size += 1
         if self.strategy == "least_used":
-            for priority, level in levels.items():
-                queue = self._queues.setdefault(priority, LoadQueue())
-                for key in level:
-                    if key.index not in queue and key.invalid_reason is None:
-                        self._requeue(key)
+            self._queues.setdefault(priority, LoadQueue())
+            if key.invalid_reason is None:
+                self._requeue(key)
+
+    def _leave_level(self, key: KeyState) -> None:
+        """Take a removed key out of its level; an emptied level goes (O(level size))."""
+        priority = self._projects[key.project].priority
+        level = self._level_of[priority]
+        level.remove(key)
+        self._size -= 1
+        if not level:
+            del self._level_of[priority]
+            self._levels = [(p, keys) for p, keys in self._levels if p != priority]
+            self._cursor.pop(priority, None)
 
     def _requeue(self, key: KeyState) -> None:
         """least_used: (re)insert a key at its current load, or drop it if unusable."""

@@ -2,26 +2,29 @@
 
 On disk it is a diskcache (SQLite) directory whose entries are JSON text — keys like
 ``["day", "2026-11-29", "user", "alice"]`` and :meth:`UsageTotals.to_dict` values — updated in one
-SQLite transaction per request, so several processes can share it. It stores key *indices*,
-project names, user ids and model names, never key text.
+SQLite transaction per request, so several processes can share it (see ``_ledger_store``). It
+stores key *indices*, project names, user ids and model names, never key text.
+
+Each request is added under every single grouping (total, user, model, key, project), read back
+in one lookup, and under its finest cells (user, model, key, project) for queries combining
+filters, read back with one index range scan (of one user's cells when a user is given).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import datetime, timezone, tzinfo
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import diskcache
 import platformdirs
 from langchain_core.messages import BaseMessage
 
 from langchain_gemini_pool._clock import Clock, SystemClock
+from langchain_gemini_pool._ledger_store import DiskStore, MemoryStore, Store, check_directory
 from langchain_gemini_pool._usage_prices import ModelPrice, normalize_model
 from langchain_gemini_pool._usage_record import UsageRecord, UsageTotals, usage_record
 
@@ -39,83 +42,6 @@ def default_ledger_dir() -> Path:
     if override:
         return Path(override).expanduser()
     return Path(platformdirs.user_cache_dir("langchain-gemini-pool")) / "usage"
-
-
-class _Store(Protocol):
-    def update(self, deltas: list[tuple[str, UsageTotals]]) -> None: ...
-    def get(self, key: str) -> UsageTotals | None: ...
-    def items(self) -> Iterable[tuple[str, UsageTotals]]: ...
-    def close(self) -> None: ...
-
-
-class _MemoryStore:
-    """Entries in a dict behind a lock: one process, any number of threads."""
-
-    def __init__(self) -> None:
-        self._data: dict[str, UsageTotals] = {}
-        self._lock = threading.Lock()
-
-    def update(self, deltas: list[tuple[str, UsageTotals]]) -> None:
-        with self._lock:
-            for key, delta in deltas:
-                self._data.setdefault(key, UsageTotals()).add(delta)
-
-    def get(self, key: str) -> UsageTotals | None:
-        with self._lock:
-            found = self._data.get(key)
-            return found.copy() if found is not None else None
-
-    def items(self) -> list[tuple[str, UsageTotals]]:
-        with self._lock:
-            return [(k, v.copy()) for k, v in self._data.items()]
-
-    def close(self) -> None:
-        """Nothing to release."""
-
-
-class _DiskStore:
-    """Entries in a diskcache directory; each update is one SQLite write transaction."""
-
-    def __init__(self, directory: Path) -> None:
-        try:
-            self._cache = diskcache.Cache(
-                str(directory), eviction_policy="none", statistics=False, tag_index=False
-            )
-        except OSError as exc:
-            raise ValueError(
-                f"Cannot open the usage ledger directory {str(directory)!r} "
-                f"({type(exc).__name__}: {exc.strerror or exc}). Pass a writable directory, "
-                f"set {LEDGER_DIR_ENV}, or use UsageLedger.in_memory()."
-            ) from None
-
-    def update(self, deltas: list[tuple[str, UsageTotals]]) -> None:
-        with self._cache.transact():
-            for key, delta in deltas:
-                current = self._read(self._cache.get(key))
-                self._cache.set(key, json.dumps((current or UsageTotals()).add(delta).to_dict()))
-
-    @staticmethod
-    def _read(raw: object) -> UsageTotals | None:
-        if not isinstance(raw, str):
-            return None
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            return None
-        return UsageTotals.from_dict(data) if isinstance(data, dict) else None
-
-    def get(self, key: str) -> UsageTotals | None:
-        return self._read(self._cache.get(key))
-
-    def items(self) -> list[tuple[str, UsageTotals]]:
-        out: list[tuple[str, UsageTotals]] = []
-        for key in list(self._cache.iterkeys()):
-            if isinstance(key, str) and (value := self.get(key)) is not None:
-                out.append((key, value))
-        return out
-
-    def close(self) -> None:
-        self._cache.close()
 
 
 def _resolve_tz(tz: str | tzinfo | None) -> tzinfo:
@@ -144,6 +70,15 @@ class UsageLedger:
         clock: Where "now" comes from (a :class:`~langchain_gemini_pool.Clock`).
         prices: Price table for costs; defaults to ``DEFAULT_PRICES``.
 
+    Raises:
+        ValueError: If ``directory`` cannot be a directory (it is a file, its path runs
+            through one, or it cannot be created).
+
+    A directory that exists but cannot be used — a corrupt ``cache.db``, read-only, a full
+    disk — never raises: a WARNING says what is wrong and how to recover, usage is kept in
+    memory (totals stay exact in this process), and the directory is tried again every few
+    seconds; what was kept is written there once it works. :attr:`problem` tells the state.
+
     Example:
         >>> ledger = UsageLedger.in_memory()
         >>> record = ledger.record(message, user="alice")  # once per caller request
@@ -157,17 +92,19 @@ class UsageLedger:
         tz: str | tzinfo | None = None,
         clock: Clock | None = None,
         prices: Mapping[str, ModelPrice] | None = None,
-        _store: _Store | None = None,
+        _store: Store | None = None,
     ) -> None:
         self._tz = _resolve_tz(tz)
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._prices = prices
         if _store is not None:
             self.directory: Path | None = None
-            self._store: _Store = _store
+            self._store: Store = _store
         else:
-            self.directory = Path(directory) if directory is not None else default_ledger_dir()
-            self._store = _DiskStore(self.directory)
+            path = Path(directory).expanduser() if directory is not None else default_ledger_dir()
+            check_directory(path, LEDGER_DIR_ENV)
+            self.directory = path
+            self._store = DiskStore(path, self._clock)
 
     @classmethod
     def in_memory(
@@ -178,7 +115,7 @@ class UsageLedger:
         prices: Mapping[str, ModelPrice] | None = None,
     ) -> UsageLedger:
         """A ledger kept in this process's memory only (lost when it exits)."""
-        return cls(tz=tz, clock=clock, prices=prices, _store=_MemoryStore())
+        return cls(tz=tz, clock=clock, prices=prices, _store=MemoryStore())
 
     def __repr__(self) -> str:
         where = "in_memory" if self.directory is None else repr(str(self.directory))
@@ -221,9 +158,13 @@ class UsageLedger:
         """Add an already-read record under the current day, month and all time."""
         day, month = self._buckets(None)
         deltas: list[tuple[str, UsageTotals]] = []
+        periods = (("day", day), ("month", month), ("all", ""))
         for dimension, name, delta in record.deltas():
-            for period, bucket in (("day", day), ("month", month), ("all", "")):
+            for period, bucket in periods:
                 deltas.append((_key(period, bucket, dimension, name), delta))
+        for user, model, key, project, delta in record.cells():
+            for period, bucket in periods:
+                deltas.append((_key(period, bucket, _CELL, user, model, key, project), delta))
         self._store.update(deltas)
 
     # -- reading -----------------------------------------------------------------------------
@@ -238,7 +179,11 @@ class UsageLedger:
         *,
         at: float | datetime | None = None,
     ) -> UsageTotals:
-        """Totals of one user, key, project or model (or everything) in one period.
+        """Totals in one period of the requests matching every filter given (or of all).
+
+        Filters combine: ``totals(user="alice", model="gemini-2.5-pro", period="month")`` is
+        what alice spent on that model this month. Under a key or project, ``requests`` and
+        tokens count the requests that ended there and ``attempts`` every attempt sent there.
 
         Args:
             user: Only this user's requests.
@@ -250,38 +195,35 @@ class UsageLedger:
                 defaults to the clock's now.
 
         Raises:
-            ValueError: If more than one of the filters is given (one grouping per query), or
-                ``period`` is not one of the three.
+            ValueError: If ``period`` is not one of the three, or ``key_index`` is not an int.
         """
         if period not in ("day", "month", "all"):
             raise ValueError(f"period must be 'day', 'month' or 'all', got {period!r}.")
-        given = {
-            k: v
-            for k, v in {
-                "user": user,
-                "key_index": key_index,
-                "project": project,
-                "model": model,
-            }.items()
-            if v is not None
-        }
-        if len(given) > 1:
-            raise ValueError(
-                f"Pass at most one of user, key_index, project, model (got {sorted(given)}); "
-                "the ledger keeps one grouping at a time. Use breakdown() for all groups."
-            )
-        dimension, name = "total", ""
-        if user is not None:
-            dimension, name = "user", user
-        elif key_index is not None:
-            dimension, name = "key", str(int(key_index))
-        elif project is not None:
-            dimension, name = "project", project
-        elif model is not None:
-            dimension, name = "model", normalize_model(model)
+        if key_index is not None and (
+            isinstance(key_index, bool) or not isinstance(key_index, int)
+        ):
+            raise ValueError(f"key_index must be a key's index (an int), got {key_index!r}.")
+        key = None if key_index is None else str(key_index)
+        model = None if model is None else normalize_model(model)
+        given = [
+            (d, n)
+            for d, n in (("user", user), ("key", key), ("project", project), ("model", model))
+            if n is not None
+        ]
         day, month = self._buckets(at)
         bucket = {"day": day, "month": month, "all": ""}[period]
-        return self._store.get(_key(period, bucket, dimension, name)) or UsageTotals()
+        if len(given) <= 1:
+            dimension, name = given[0] if given else ("total", "")
+            return self._store.get(_key(period, bucket, dimension, name)) or UsageTotals()
+        head = [period, bucket, _CELL] + ([user] if user is not None else [])
+        prefix = json.dumps(head, ensure_ascii=False)[:-1] + ", "
+        wanted = (user, model, key, project)
+        out = UsageTotals()
+        for raw_key, value in self._store.scan(prefix):
+            cell = json.loads(raw_key)[3:]
+            if all(w is None or w == c for w, c in zip(wanted, cell, strict=True)):
+                out.add(value)
+        return out
 
     def breakdown(
         self, period: Period = "all", *, at: float | datetime | None = None
@@ -290,13 +232,11 @@ class UsageLedger:
         day, month = self._buckets(at)
         bucket = {"day": day, "month": month, "all": ""}[period]
         out: dict[str, dict[str, UsageTotals]] = {}
-        for key, value in self._store.items():
-            try:
-                p, b, dimension, name = json.loads(key)
-            except (ValueError, TypeError):
-                continue
-            if p == period and b == bucket:
-                out.setdefault(dimension, {})[name] = value
+        prefix = json.dumps([period, bucket], ensure_ascii=False)[:-1] + ", "
+        for key, value in self._store.scan(prefix):
+            parts = json.loads(key)
+            if len(parts) == 4 and parts[2] != _CELL:
+                out.setdefault(parts[2], {})[parts[3]] = value
         return out
 
     def period_end(self, period: Period, at: float | None = None) -> float | None:
@@ -311,8 +251,15 @@ class UsageLedger:
             return datetime(year, month, 1, tzinfo=self._tz).timestamp()
         return None
 
+    @property
+    def problem(self) -> str | None:
+        """``None`` while the ledger works; else what is wrong with its directory and how to
+        recover (usage is meanwhile kept in memory, and written there once it works)."""
+        return self._store.problem
+
     def close(self) -> None:
-        """Release the files (a closed disk ledger reopens them on next use)."""
+        """Save what is kept in memory if possible, and release the files (a closed disk
+        ledger reopens them on next use)."""
         self._store.close()
 
     def __enter__(self) -> UsageLedger:
@@ -329,5 +276,10 @@ class UsageLedger:
         return moment.date().isoformat(), moment.strftime("%Y-%m")
 
 
-def _key(period: str, bucket: str, dimension: str, name: str) -> str:
-    return json.dumps([period, bucket, dimension, name], ensure_ascii=False)
+_CELL = "cell"
+"""The dimension of :meth:`UsageRecord.cells` entries: ``[period, bucket, "cell", user, model,
+key, project]``, user first so that a user's cells are one index range."""
+
+
+def _key(period: str, bucket: str, dimension: str, *names: str) -> str:
+    return json.dumps([period, bucket, dimension, *names], ensure_ascii=False)

@@ -152,6 +152,30 @@ class UsageRecord:
             out.append(("project", project, self._share(count, project == self.project)))
         return out
 
+    def cells(self) -> list[tuple[str, str, str, str, UsageTotals]]:
+        """``(user, model, key, project, totals to add)``, one per (key, project) pair tried.
+
+        The finest grouping, for queries that combine filters: summed over the cells that
+        match a key or a project, they give what :meth:`deltas` gives that key or project.
+        The final pair carries the request (with its attempts there); every other pair only
+        its attempts. A request with no final pair (a cache hit, a refusal) is one cell with
+        key and project ``""``.
+        """
+        per_pair: dict[tuple[int, str], int] = {}
+        for attempt in self.attempts:
+            pair = (attempt.key_index, attempt.project)
+            per_pair[pair] = per_pair.get(pair, 0) + 1
+        final = (self.key_index, self.project)
+        out: list[tuple[str, str, str, str, UsageTotals]] = []
+        for (index, project), count in per_pair.items():
+            share = self._share(count, (index, project) == final)
+            out.append((self.user, self.model, str(index), project, share))
+        if final not in per_pair:
+            share = self.usage.copy()
+            share.attempts = 0
+            out.append((self.user, self.model, "", "", share))
+        return out
+
     def _share(self, attempts: int, final: bool) -> UsageTotals:
         """What a key or project gets: its attempts, and the request itself if it was final."""
         if final:

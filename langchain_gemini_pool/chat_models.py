@@ -255,14 +255,15 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
 
     def _add_entries(self, entries: Sequence[KeyEntry]) -> list[int]:
         known = self._members.secret_texts()
-        indices = []
+        fresh = []
         for entry in entries:
             if entry.secret.get_secret_value() in known:
                 logger.warning("Key %s is already in the pool; not added again.", entry.fingerprint)
                 continue
-            index = self._scheduler.add_key(entry.project, entry.fingerprint)
+            fresh.append(entry)
+        indices = self._scheduler.add_keys((e.project, e.fingerprint) for e in fresh)
+        for index, entry in zip(indices, fresh, strict=True):
             self._members.add(index, entry.secret)
-            indices.append(index)
         return indices
 
     @property

@@ -7,7 +7,8 @@ says so (exit 0). ``--limit NAME=VALUE`` adds each user's overage against those 
 JSON fields (stable): ``directory``, ``exists``, ``period`` (day / month / all), ``bucket``
 (the day ``YYYY-MM-DD`` or month ``YYYY-MM`` read; ``""`` for all time), ``filter``
 ({user, model}), ``total`` (``UsageTotals.to_dict()``), ``by`` ({dimension: {name: totals}})
-and ``overage`` ({user: {limit name: amount past it}}).
+``overage`` ({user: {limit name: amount past it}}) and ``problem`` (null, or why the ledger
+could not be read in full: exit 1). ``--user`` and ``--model`` combine.
 """
 
 from __future__ import annotations
@@ -83,10 +84,6 @@ def read_usage(args: argparse.Namespace) -> dict[str, Any]:
     from langchain_gemini_pool._usage_record import UsageTotals
 
     dims = list(dict.fromkeys(args.by or _DIMENSIONS))
-    if args.user is not None and args.model is not None:
-        raise CliError(
-            "pass --user or --model, not both (the ledger keeps one grouping at a time).", USAGE
-        )
     limits = _limits(args.limit)
     path, exists = _directory(args)
     doc: dict[str, Any] = {
@@ -98,6 +95,7 @@ def read_usage(args: argparse.Namespace) -> dict[str, Any]:
         "total": UsageTotals().to_dict(),
         "by": {d: {} for d in dims},
         "overage": {},
+        "problem": None,
     }
     try:
         now = datetime.now(_resolve_tz(args.tz))
@@ -115,6 +113,8 @@ def read_usage(args: argparse.Namespace) -> dict[str, Any]:
     with ledger:
         groups = ledger.breakdown(args.period)
         if args.user is not None or args.model is not None:
+            # the ledger combines filters: --user and --model together give that user's
+            # spend on that model
             dimension = "user" if args.user is not None else "model"
             name = args.user if args.user is not None else args.model
             total = ledger.totals(user=args.user, model=args.model, period=args.period)
@@ -129,6 +129,7 @@ def read_usage(args: argparse.Namespace) -> dict[str, Any]:
                 d: {n: t.to_dict() for n, t in sorted(groups.get(d, {}).items())} for d in dims
             }
             users = sorted(groups.get("user", {}))
+        doc["problem"] = ledger.problem
         if limits is not None:
             overage = {u: compute_overage(ledger, u, limits) for u in users}
             doc["overage"] = {
@@ -143,9 +144,10 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     """``gemini-pool usage``."""
     output = ctx.output(args.json)
     doc = read_usage(args)
+    status = PROBLEM if doc["problem"] else OK
     if args.json:
         output.json(doc)
-        return OK
+        return status
     when = {"all": "all time", "day": f"day {doc['bucket']}", "month": f"month {doc['bucket']}"}
     who = ", ".join(f"{k} {v}" for k, v in doc["filter"].items() if v is not None) or "all users"
     output.line(f"Usage ledger: {doc['directory']}")
@@ -179,4 +181,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         output.table(
             rows, (("user", "user"), ("limit", "limit"), ("over", "past it by")), title="overage"
         )
-    return OK
+    if doc["problem"]:
+        output.line()
+        output.line(f"The ledger could not be read in full: {doc['problem']}")
+    return status

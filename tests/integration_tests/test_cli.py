@@ -445,8 +445,23 @@ def test_usage_filters_by_user_and_model(ledger_dir: Path) -> None:
     assert list(alice["by"]["user"]) == ["alice"]
     model = cli("usage", "--directory", str(ledger_dir), "--model", "gemini-2.5-flash", "--json")
     assert model.json()["total"]["requests"] == 3
-    both = cli("usage", "--directory", str(ledger_dir), "--user", "a", "--model", "m")
-    assert both.code == 2
+    both = cli(
+        "usage", "--directory", str(ledger_dir), "--user", "bob", "--model", "gemini-2.5-flash"
+    )
+    assert both.code == 0, both.err
+    both_json = cli(
+        "usage",
+        "--directory",
+        str(ledger_dir),
+        "--user",
+        "bob",
+        "--model",
+        "gemini-2.5-flash",
+        "--json",
+    ).json()
+    assert both_json["total"]["total_tokens"] == 7  # bob's spend on that model, not alice's
+    other = cli("usage", "--directory", str(ledger_dir), "--user", "bob", "--model", "m", "--json")
+    assert other.json()["total"]["requests"] == 0
 
 
 def test_usage_overage_against_given_limits(ledger_dir: Path) -> None:

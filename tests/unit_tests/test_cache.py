@@ -353,6 +353,41 @@ def test_reopens_once_the_directory_is_usable_again(tmp_path: Path) -> None:
     assert c.lookup(PROMPT, LLM) == [chat_generation()]
 
 
+def test_corruption_after_opening_turns_caching_off_says_how_to_recover_and_retries(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = ManualClock(1_000.0)
+    directory = tmp_path / "cache"
+    c = GeminiDiskCache(directory, clock=clock)
+    c.update(PROMPT, LLM, [chat_generation()])
+    c.close()  # the connection is reopened on next use, onto a broken file
+    (directory / "cache.db").write_bytes(b"this is not an sqlite database" * 100)
+    with caplog.at_level(logging.WARNING, logger="langchain_gemini_pool"):
+        assert c.lookup(PROMPT, LLM) is None
+        c.update(PROMPT, LLM, [chat_generation()])  # off: skipped without touching the disk
+    assert "lookup failed, treated as a miss (DatabaseError" in caplog.text
+    assert "caching is off until" in caplog.text
+    assert f"mv {str(directory)!r}" in caplog.text
+    assert "unavailable=True" in repr(c)
+    assert c.stats()["errors"] == 1
+    directory.rename(tmp_path / "cache.broken")  # the remedy the warning gives
+    clock.advance(5)
+    c.update(PROMPT, LLM, [chat_generation()])
+    assert c.lookup(PROMPT, LLM) == [chat_generation()]
+    assert "unavailable=True" not in repr(c)
+
+
+def test_the_open_warning_says_how_to_recover(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "cache.db").write_bytes(b"garbage" * 100)
+    with caplog.at_level(logging.WARNING, logger="langchain_gemini_pool"):
+        GeminiDiskCache(tmp_path)
+    assert "retried every 5 s" in caplog.text
+    assert "move it aside" in caplog.text
+    assert "only cached answers are lost" in caplog.text
+
+
 @contextlib.contextmanager
 def write_lock_held(directory: Path) -> Iterator[None]:
     """Another connection holding a write transaction on the cache database."""

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from langchain_core.exceptions import ModelRateLimitError
 from langchain_core.messages import AIMessage
 
@@ -97,15 +99,15 @@ def test_bad_arguments_get_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="Unknown time zone 'Mars/Olympus'"):
         UsageLedger.in_memory(tz="Mars/Olympus")
     ledger = UsageLedger.in_memory()
-    with pytest.raises(ValueError, match="at most one of user, key_index, project, model"):
-        ledger.totals(user="a", model="m")
+    with pytest.raises(ValueError, match="key_index must be a key's index"):
+        ledger.totals(user="a", key_index="0")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="period must be 'day', 'month' or 'all'"):
         ledger.totals(period="week")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="user must be a non-empty string"):
         ledger.record(served(), user="  ")
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
-    with pytest.raises(ValueError, match="Cannot open the usage ledger directory"):
+    with pytest.raises(ValueError, match=r"Cannot use .* as the usage ledger directory"):
         UsageLedger(blocker / "ledger")
 
 
@@ -131,6 +133,115 @@ def test_filters_and_breakdown(clock: ManualClock) -> None:
     assert set(groups) == {"total", "user", "model", "key", "project"}
     assert set(groups["key"]) == {"0", "2"}
     assert groups["user"]["alice"].attempts == 2
+
+
+def test_filters_combine(clock: ManualClock) -> None:
+    ledger = UsageLedger.in_memory(clock=clock)
+    pro = {"model": "gemini-2.5-pro"}
+    ledger.record(served(0, "pA", tokens=100), user="alice", **pro)
+    ledger.record(served(1, "pB", tokens=40), user="alice", model="models/gemini-2.5-pro")
+    ledger.record(served(0, "pA", tokens=7), user="alice")  # flash
+    ledger.record(served(0, "pA", tokens=1000), user="bob", **pro)
+    clock.advance(180)  # February: last month's usage is not this month's
+    ledger.record(served(1, "pB", tokens=3), user="alice", **pro)
+    month = ledger.totals(user="alice", model="gemini-2.5-pro", period="month")
+    assert (month.requests, month.total_tokens) == (1, 3)
+    jan = datetime(2026, 1, 15, tzinfo=UTC)
+    in_jan = ledger.totals(user="alice", model="gemini-2.5-pro", period="month", at=jan)
+    assert (in_jan.requests, in_jan.total_tokens) == (2, 140)
+    assert in_jan.cost_usd == pytest.approx(
+        ledger.totals(user="alice", model="gemini-2.5-pro").cost_usd - month.cost_usd
+    )
+    assert ledger.totals(user="alice", key_index=0).total_tokens == 107
+    assert ledger.totals(user="alice", project="pB", model="gemini-2.5-pro").requests == 2
+    assert ledger.totals(key_index=0, project="pA").total_tokens == 1107
+    assert ledger.totals(key_index=0, project="pB").requests == 0
+    assert ledger.totals(model="gemini-2.5-pro", project="pA").total_tokens == 1100
+    everything = ledger.totals(user="bob", key_index=0, project="pA", model="gemini-2.5-pro")
+    assert everything.total_tokens == 1000
+    assert ledger.totals(user="carol", model="gemini-2.5-pro").requests == 0
+
+
+Request = tuple[str, str, str, list[tuple[int, str]], int]
+"""(user, model, outcome, attempts as (key, project), tokens)."""
+
+KEY_PROJECT = {0: "pA", 1: "pA", 2: "pB", 3: "pC"}
+
+requests_strategy = st.lists(
+    st.tuples(
+        st.sampled_from(["alice", "bob", '名前 "q"']),
+        st.sampled_from(["gemini-2.5-pro", "gemini-2.5-flash"]),
+        st.sampled_from(["ok", "failed", "cached"]),
+        st.lists(st.sampled_from(sorted(KEY_PROJECT)), min_size=1, max_size=3).map(
+            lambda keys: [(k, KEY_PROJECT[k]) for k in keys]
+        ),
+        st.integers(20, 500),
+    ),
+    max_size=12,
+)
+
+
+def _record(ledger: UsageLedger, req: Request) -> None:
+    user, model, outcome, attempts, tokens = req
+    meta = [{"key_index": k, "project": p, "outcome": "x"} for k, p in attempts]
+    if outcome == "cached":
+        ledger.record(cache_hit(), user=user, model=model)
+    elif outcome == "failed":
+        err = RuntimeError("failed")
+        err.gemini_pool_attempts = meta  # type: ignore[attr-defined]
+        ledger.record(error=err, user=user, model=model)
+    else:
+        message = served(attempts[-1][0], attempts[-1][1], tokens=tokens)
+        message.response_metadata["attempts"] = meta
+        ledger.record(message, user=user, model=model)
+
+
+def _expected(requests: list[Request], flt: dict[str, Any]) -> tuple[int, int, int]:
+    """(requests, attempts, total_tokens) by the definition, from the raw requests."""
+    n = sent = tokens = 0
+    for user, model, outcome, attempts, toks in requests:
+        if flt.get("user", user) != user or flt.get("model", model) != model:
+            continue
+        tried = [] if outcome == "cached" else attempts
+        if "key_index" not in flt and "project" not in flt:
+            n, sent = n + 1, sent + len(tried)
+            tokens += toks if outcome == "ok" else 0
+            continue
+        sent += sum(flt.get("key_index", k) == k and flt.get("project", p) == p for k, p in tried)
+        if tried:
+            k, p = tried[-1]
+            if flt.get("key_index", k) == k and flt.get("project", p) == p:
+                n += 1
+                tokens += toks if outcome == "ok" else 0
+    return n, sent, tokens
+
+
+@pytest.mark.parametrize("on_disk", [False, True])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(requests=requests_strategy, data=st.data())
+def test_any_combination_of_filters_matches_the_definition(
+    on_disk: bool, tmp_path_factory: pytest.TempPathFactory, requests: list[Request], data: Any
+) -> None:
+    clock = ManualClock(datetime(2026, 5, 5, 12, tzinfo=UTC))
+    directory = tmp_path_factory.mktemp("ledger")
+    ledger = UsageLedger(directory, clock=clock) if on_disk else UsageLedger.in_memory(clock=clock)
+    for req in requests:
+        _record(ledger, req)
+    choices = {
+        "user": ["alice", "bob", '名前 "q"', "nobody"],
+        "model": ["gemini-2.5-pro", "gemini-2.5-flash"],
+        "key_index": [0, 1, 2, 3, 9],
+        "project": ["pA", "pB", "pC"],
+    }
+    for _ in range(6):
+        names = data.draw(st.sets(st.sampled_from(sorted(choices))))
+        flt = {name: data.draw(st.sampled_from(choices[name])) for name in names}
+        period = data.draw(st.sampled_from(["day", "month", "all"]))
+        got = ledger.totals(**flt, period=period)
+        assert (got.requests, got.attempts, got.total_tokens) == _expected(requests, flt), flt
+    ledger.close()
 
 
 def test_failed_request_is_recorded_without_tokens(clock: ManualClock) -> None:
@@ -245,7 +356,7 @@ def test_no_key_text_reaches_the_ledger_files(tmp_path: Path) -> None:
     assert rows
     for key, value, mode in rows:  # JSON text keys and values, nothing pickled (mode 4)
         assert mode != 4
-        assert json.loads(key)[2] in {"total", "user", "model", "key", "project"}
+        assert json.loads(key)[2] in {"total", "user", "model", "key", "project", "cell"}
         assert "requests" in json.loads(value)
 
 
