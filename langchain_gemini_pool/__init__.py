@@ -8,6 +8,9 @@ from langchain_gemini_pool._clock import Clock, ManualClock, SystemClock
 from langchain_gemini_pool._errors import AllKeysRateLimitedError, NoValidKeysError
 from langchain_gemini_pool._keys import load_api_keys, mask_key
 from langchain_gemini_pool._quota import QuotaLimits
+from langchain_gemini_pool._state_disk import DiskState
+from langchain_gemini_pool._state_memory import InMemoryState
+from langchain_gemini_pool._state_redis import RedisState
 from langchain_gemini_pool._usage_handler import (
     GeminiUsageCallbackHandler,
     get_gemini_usage_callback,
@@ -32,15 +35,18 @@ __all__ = [
     "AllKeysRateLimitedError",
     "ChatGeminiPool",
     "Clock",
+    "DiskState",
     "FakeGeminiServer",
     "Faults",
     "GeminiDiskCache",
     "GeminiUsageCallbackHandler",
+    "InMemoryState",
     "ManualClock",
     "ModelPrice",
     "NoValidKeysError",
     "Quota",
     "QuotaLimits",
+    "RedisState",
     "SystemClock",
     "UsageLedger",
     "UsageLimitExceededError",

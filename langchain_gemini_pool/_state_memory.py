@@ -1,0 +1,271 @@
+"""``InMemoryState``: the default backend, one process, no I/O.
+
+Also the outage fallback of ``RedisState``. Thread-safe (one lock, no method waits on
+anything but it); the async methods are the sync ones (they never block).
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from langchain_gemini_pool._clock import Clock, SystemClock, next_pacific_midnight
+from langchain_gemini_pool._state_decide import (
+    KeyView,
+    ScopeView,
+    Take,
+    decide,
+    room_of,
+    warning_of,
+)
+from langchain_gemini_pool._state_types import (
+    INFLIGHT_TTL_S,
+    QUARANTINE_TTL_S,
+    Admit,
+    Candidate,
+    Decision,
+    KeyStatus,
+    Reservation,
+    Scope,
+    ScopeStatus,
+    Settle,
+    Snapshot,
+    day_number,
+    effective_limits,
+    fingerprint_with,
+    pacific_offset,
+    reason_code,
+    span_of,
+)
+
+
+@dataclass
+class _Key:
+    view: KeyView = field(default_factory=KeyView)
+    quarantined_at: float = 0.0
+    flights: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class _Scope:
+    events: list[list[float | str]] = field(default_factory=list)  # [time, id, tokens]
+    day: int = 0
+    day_count: int = 0
+    warned_day: int = -1
+    cool_until: float = 0.0
+    cool_reason: str | None = None
+    learned: dict[str, int] = field(default_factory=dict)
+
+    def prune(self, horizon: float) -> None:
+        events = self.events
+        cut = 0
+        while cut < len(events) and float(events[cut][0]) <= horizon:
+            cut += 1
+        if cut:
+            del events[:cut]
+
+    def view(self, day: int) -> ScopeView:
+        return ScopeView(
+            events=[(float(t), int(n)) for t, _, n in self.events],
+            day_count=self.day_count if self.day == day else 0,
+            warned_today=self.warned_day == day,
+            cool_until=self.cool_until,
+            cool_reason=self.cool_reason,
+            learned=self.learned,
+        )
+
+
+class InMemoryState:
+    """Cooldowns, quarantines and quota windows in this process (the default).
+
+    Args:
+        clock: Where time comes from (tests pass a ``ManualClock``).
+    """
+
+    shared = False
+    name = "memory"
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self._clock: Clock = clock or SystemClock()
+        self._salt = os.urandom(32)
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._keys: dict[str, _Key] = {}
+        self._scopes: dict[Scope, _Scope] = {}
+        self._ids = itertools.count()
+
+    def __repr__(self) -> str:
+        return "InMemoryState()"
+
+    def _guard(self) -> threading.Lock:
+        if os.getpid() != self._pid:  # forked: the parent's threads (and their lock) are gone
+            self._pid, self._lock = os.getpid(), threading.Lock()
+        return self._lock
+
+    def fingerprint(self, secret: str) -> str:
+        return fingerprint_with(self._salt, secret)
+
+    # --- admit ------------------------------------------------------------------------------
+
+    def admit(
+        self, candidates: Sequence[Candidate], tokens: float, *, book_until_s: float | None = None
+    ) -> Decision:
+        with self._guard():
+            return self._admit(candidates, tokens, book_until_s)
+
+    async def aadmit(
+        self, candidates: Sequence[Candidate], tokens: float, *, book_until_s: float | None = None
+    ) -> Decision:
+        return self.admit(candidates, tokens, book_until_s=book_until_s)
+
+    def _admit(
+        self, candidates: Sequence[Candidate], tokens: float, book_until_s: float | None
+    ) -> Decision:
+        now = self._clock.now()
+        day = day_number(now, pacific_offset(now))
+        need = max(0, int(-(-tokens // 1)))
+        keys: dict[str, KeyView] = {}
+        views: dict[Scope, ScopeView] = {}
+        for cand in candidates:
+            rec = self._keys.get(cand.fingerprint)
+            if rec is not None:
+                if rec.view.quarantine and now - rec.quarantined_at > QUARANTINE_TTL_S:
+                    rec.view.quarantine = None
+                keys[cand.fingerprint] = rec.view
+            if cand.scope not in views:
+                scope = self._scopes.get(cand.scope)
+                if scope is not None:
+                    limits = effective_limits(cand.limits, scope.learned)
+                    if limits is not None:
+                        scope.prune(now - span_of(limits))
+                    views[cand.scope] = scope.view(day)
+        midnight = next_pacific_midnight(now)
+        decision = decide(candidates, keys, views, need, now, midnight, book_until_s)
+        if not isinstance(decision, Take):
+            return decision
+        return self._take(candidates[decision.index], decision, need, now)
+
+    def _take(self, cand: Candidate, take: Take, tokens: int, now: float) -> Admit:
+        rid = f"m{next(self._ids)}"
+        key = self._keys.setdefault(cand.fingerprint, _Key())
+        key.flights[rid] = now
+        if len(key.flights) > 64:  # drop flights a lost caller never settled
+            for old, t in list(key.flights.items()):
+                if now - t > INFLIGHT_TTL_S:
+                    del key.flights[old]
+        at_day = day_number(take.at, pacific_offset(take.at))
+        counted = take.limits is not None
+        warning = None
+        if counted:
+            scope = self._scopes.setdefault(cand.scope, _Scope())
+            events = scope.events
+            entry: list[float | str] = [take.at, rid, tokens]
+            if not events or float(events[-1][0]) <= take.at:
+                events.append(entry)
+            else:
+                times = [float(e[0]) for e in events]
+                events.insert(bisect.bisect_right(times, take.at), entry)
+            if scope.day != at_day:
+                scope.day, scope.day_count = at_day, 0
+            scope.day_count += 1
+            if take.warn and take.limits is not None:
+                scope.warned_day = at_day
+                warning = warning_of(cand.scope, scope.day_count, take.limits)
+        reservation = Reservation(
+            cand.fingerprint, cand.scope, rid, take.at, tokens, at_day, counted
+        )
+        return Admit(take.index, reservation, now, warning)
+
+    # --- settle -----------------------------------------------------------------------------
+
+    def settle(self, outcome: Settle) -> None:
+        with self._guard():
+            self._settle(outcome, self._clock.now())
+
+    async def asettle(self, outcome: Settle) -> None:
+        self.settle(outcome)
+
+    def _settle(self, o: Settle, now: float) -> None:
+        key = self._keys.setdefault(o.fingerprint, _Key())
+        scope = self._scopes.get(o.scope)
+        res = o.reservation
+        if res is not None:
+            key.flights.pop(res.id, None)
+            if res.counted and scope is not None and (o.cancel or o.prompt_tokens is not None):
+                self._correct(scope, res, o)
+        reason = reason_code(o.cool_reason) or "cooling down"
+        if o.cool_scope_s is not None:
+            scope = self._scopes.setdefault(o.scope, _Scope())
+            until = now + o.cool_scope_s
+            if until > scope.cool_until:
+                scope.cool_until, scope.cool_reason = until, reason
+        if o.cool_key_s is not None:
+            until = now + o.cool_key_s
+            if until > key.view.cool_until:
+                key.view.cool_until, key.view.cool_reason = until, reason
+        if o.quarantine is not None:
+            key.view.quarantine = reason_code(o.quarantine)
+            key.quarantined_at = now
+        if o.learned:
+            scope = self._scopes.setdefault(o.scope, _Scope())
+            for dim, value in o.learned.items():
+                if dim in ("rpm", "tpm", "rpd"):
+                    scope.learned[dim] = min(int(value), scope.learned.get(dim, int(value)))
+
+    @staticmethod
+    def _correct(scope: _Scope, res: Reservation, o: Settle) -> None:
+        for i, entry in enumerate(scope.events):
+            if entry[1] == res.id:
+                if o.cancel:
+                    del scope.events[i]
+                    if scope.day == res.day and scope.day_count > 0:
+                        scope.day_count -= 1
+                else:
+                    entry[2] = max(0, int(o.prompt_tokens or 0))
+                return
+
+    # --- reporting --------------------------------------------------------------------------
+
+    def snapshot(self, candidates: Sequence[Candidate]) -> Snapshot:
+        with self._guard():
+            now = self._clock.now()
+            day = day_number(now, pacific_offset(now))
+            keys: dict[str, KeyStatus] = {}
+            scopes: dict[Scope, ScopeStatus] = {}
+            for cand in candidates:
+                rec = self._keys.get(cand.fingerprint, _Key())
+                v = rec.view
+                keys[cand.fingerprint] = KeyStatus(
+                    cand.fingerprint, v.quarantine, v.cool_until, v.cool_reason, len(rec.flights)
+                )
+                scope = self._scopes.get(cand.scope, _Scope())
+                limits = effective_limits(cand.limits, scope.learned)
+                if limits is not None:
+                    scope.prune(now - span_of(limits))
+                scopes[cand.scope] = ScopeStatus(
+                    cand.scope,
+                    scope.cool_until,
+                    scope.cool_reason,
+                    room_of(
+                        limits,
+                        len(scope.events),
+                        sum(int(e[2]) for e in scope.events),
+                        scope.day_count if scope.day == day else 0,
+                    ),
+                    limits,
+                )
+            return Snapshot(now, keys, scopes, self.shared, self.name)
+
+    def reset(self, fingerprint: str, scope: Scope) -> None:
+        with self._guard():
+            self._keys.pop(fingerprint, None)
+            rec = self._scopes.get(scope)
+            if rec is not None:
+                rec.cool_until, rec.cool_reason = 0.0, None
+
+    def close(self) -> None:
+        """Nothing to close (kept for the protocol)."""
