@@ -9,9 +9,11 @@ a small margin, never more than the limit in any such interval.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+from langchain_gemini_pool._clock import next_pacific_midnight
 from langchain_gemini_pool._quota import QuotaLimits
 from langchain_gemini_pool._state_types import (
     WARN_FRACTION,
@@ -33,8 +35,12 @@ class KeyView:
 
 @dataclass
 class ScopeView:
-    events: list[tuple[float, int]] = field(default_factory=list)
-    """(time, tokens) of every request still in the window, in time order."""
+    events: Sequence[Any] = ()
+    """Every request still in the window, in time order: ``e[0]`` its time, ``e[1]`` its
+    tokens. Backends may pass a lazy sequence: only ``len`` and the item at the RPM limit
+    are read unless the TPM limit is reached."""
+    token_sum: int = 0
+    """The tokens of ``events``, summed."""
     day_count: int = 0
     """Requests counted today (Pacific)."""
     warned_today: bool = False
@@ -53,9 +59,7 @@ class Take:
     warn: bool
 
 
-def ready_at(
-    view: ScopeView, limits: QuotaLimits | None, now: float, tokens: int, midnight: float
-) -> float:
+def ready_at(view: ScopeView, limits: QuotaLimits | None, now: float, tokens: int) -> float:
     """The earliest time at or after ``now`` when ``tokens`` fit every window of ``view``."""
     if limits is None:
         return now
@@ -63,7 +67,7 @@ def ready_at(
     events = view.events
     at = now
     if limits.rpd is not None and view.day_count >= limits.rpd:
-        at = max(at, midnight) if limits.rpd > 0 else math.inf
+        at = max(at, next_pacific_midnight(now)) if limits.rpd > 0 else math.inf
     if limits.rpm is not None:
         if limits.rpm == 0:
             return math.inf
@@ -73,13 +77,13 @@ def ready_at(
     if limits.tpm == 0:
         return math.inf
     if limits.tpm is not None and events:
-        need = sum(used for _, used in events) + tokens - limits.tpm
+        need = view.token_sum + tokens - limits.tpm
         if need > 0:
             freed = 0
-            for t, used in events:
-                freed += used
+            for event in events:
+                freed += event[1]
                 if freed >= need:
-                    at = max(at, t + span)
+                    at = max(at, event[0] + span)
                     break
             else:
                 at = max(at, events[-1][0] + span)
@@ -89,13 +93,15 @@ def ready_at(
 def decide(
     candidates: Sequence[Candidate],
     keys: Mapping[str, KeyView],
-    scopes: Mapping[Scope, ScopeView],
+    scope_view: Callable[[Candidate], ScopeView],
     tokens: int,
     now: float,
-    midnight: float,
     book_until_s: float | None,
 ) -> Take | WaitUntil | AllQuarantined:
-    """The first candidate that may send now; else the earliest bookable slot; else why not."""
+    """The first candidate that may send now; else the earliest bookable slot; else why not.
+
+    ``scope_view`` is asked only for the candidates looked at (the first that fits wins).
+    """
     earliest = math.inf
     best: Take | None = None
     reasons: dict[str, str] = {}
@@ -107,10 +113,10 @@ def decide(
             reasons[cand.fingerprint] = key.quarantine
             continue
         usable = True
-        view = scopes.get(cand.scope, ScopeView())
+        view = scope_view(cand)
         limits = effective_limits(cand.limits, view.learned)
         cooling = max(key.cool_until, view.cool_until)
-        at = max(now, cooling, ready_at(view, limits, now, tokens, midnight))
+        at = max(now, cooling, ready_at(view, limits, now, tokens))
         if at <= now:
             return Take(index, now, limits, _warns(view, limits))
         if cooling > now:

@@ -16,8 +16,9 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, overload
 
-from langchain_gemini_pool._clock import Clock, SystemClock, next_pacific_midnight
+from langchain_gemini_pool._clock import Clock, SystemClock
 from langchain_gemini_pool._state_decide import (
     KeyView,
     ScopeView,
@@ -60,7 +61,9 @@ CREATE TABLE IF NOT EXISTS scopes (
     day INTEGER NOT NULL DEFAULT 0, day_count INTEGER NOT NULL DEFAULT 0,
     warned_day INTEGER NOT NULL DEFAULT -1,
     cool_until REAL NOT NULL DEFAULT 0, cool_reason TEXT,
-    learned TEXT NOT NULL DEFAULT '{}', PRIMARY KEY (project, model));
+    learned TEXT NOT NULL DEFAULT '{}',
+    n INTEGER NOT NULL DEFAULT 0, token_sum INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (project, model));
 CREATE TABLE IF NOT EXISTS events (
     project TEXT NOT NULL, model TEXT NOT NULL, id TEXT NOT NULL,
     t REAL NOT NULL, tokens INTEGER NOT NULL, PRIMARY KEY (project, model, id));
@@ -164,11 +167,13 @@ class DiskState:
         day = day_number(now, pacific_offset(now))
         keys = self._key_views(conn, [c.fingerprint for c in candidates], now)
         views: dict[Scope, ScopeView] = {}
-        for cand in candidates:
+
+        def view(cand: Candidate) -> ScopeView:
             if cand.scope not in views:
                 views[cand.scope] = self._scope_view(conn, cand, now, day)
-        midnight = next_pacific_midnight(now)
-        take = decide(candidates, keys, views, tokens, now, midnight, book_until_s)
+            return views[cand.scope]
+
+        take = decide(candidates, keys, view, tokens, now, book_until_s)
         if not isinstance(take, Take):
             return take
         cand = candidates[take.index]
@@ -185,9 +190,9 @@ class DiskState:
             conn.execute("INSERT OR IGNORE INTO scopes (project, model) VALUES (?, ?)", (p, m))
             conn.execute(
                 "UPDATE scopes SET day_count = CASE WHEN day = ? THEN day_count + 1 ELSE 1 END,"
-                " day = ?, warned_day = CASE WHEN ? THEN ? ELSE warned_day END"
-                " WHERE project = ? AND model = ?",
-                (at_day, at_day, take.warn, at_day, p, m),
+                " day = ?, warned_day = CASE WHEN ? THEN ? ELSE warned_day END,"
+                " n = n + 1, token_sum = token_sum + ? WHERE project = ? AND model = ?",
+                (at_day, at_day, take.warn, at_day, tokens, p, m),
             )
             if take.warn:
                 count = views[cand.scope].day_count + 1
@@ -215,8 +220,8 @@ class DiskState:
     def _scope_view(conn: sqlite3.Connection, cand: Candidate, now: float, day: int) -> ScopeView:
         p, m = cand.scope.project, cand.scope.model
         row = conn.execute(
-            "SELECT day, day_count, warned_day, cool_until, cool_reason, learned FROM scopes"
-            " WHERE project = ? AND model = ?",
+            "SELECT day, day_count, warned_day, cool_until, cool_reason, learned, n, token_sum"
+            " FROM scopes WHERE project = ? AND model = ?",
             (p, m),
         ).fetchone()
         if row is None:
@@ -232,12 +237,21 @@ class DiskState:
         limits = effective_limits(cand.limits, learned)
         if limits is not None:
             horizon = now - span_of(limits)
-            conn.execute(
-                "DELETE FROM events WHERE project = ? AND model = ? AND t <= ?", (p, m, horizon)
-            )
-            view.events = conn.execute(
-                "SELECT t, tokens FROM events WHERE project = ? AND model = ? ORDER BY t", (p, m)
-            ).fetchall()
+            gone, freed = conn.execute(  # the running count and sum, less what expired
+                "SELECT COUNT(*), COALESCE(SUM(tokens), 0) FROM events"
+                " WHERE project = ? AND model = ? AND t <= ?",
+                (p, m, horizon),
+            ).fetchone()
+            count, view.token_sum = row[6] - gone, row[7] - freed
+            if gone:
+                conn.execute(
+                    "DELETE FROM events WHERE project = ? AND model = ? AND t <= ?", (p, m, horizon)
+                )
+                conn.execute(
+                    "UPDATE scopes SET n = ?, token_sum = ? WHERE project = ? AND model = ?",
+                    (count, view.token_sum, p, m),
+                )
+            view.events = _Events(conn, p, m, count)
         return view
 
     # --- settle -----------------------------------------------------------------------------
@@ -255,20 +269,29 @@ class DiskState:
         res = o.reservation
         if res is not None:
             conn.execute("DELETE FROM flights WHERE id = ?", (res.id,))
-            if res.counted and o.cancel:
-                gone = conn.execute(
+            old = conn.execute(
+                "SELECT tokens FROM events WHERE project = ? AND model = ? AND id = ?",
+                (p, m, res.id),
+            ).fetchone()
+            if old is not None and o.cancel:
+                conn.execute(
                     "DELETE FROM events WHERE project = ? AND model = ? AND id = ?", (p, m, res.id)
-                ).rowcount
-                if gone:
-                    conn.execute(
-                        "UPDATE scopes SET day_count = day_count - 1"
-                        " WHERE project = ? AND model = ? AND day = ? AND day_count > 0",
-                        (p, m, res.day),
-                    )
-            elif res.counted and o.prompt_tokens is not None:
+                )
+                conn.execute(
+                    "UPDATE scopes SET n = n - 1, token_sum = token_sum - ?,"
+                    " day_count = CASE WHEN day = ? AND day_count > 0"
+                    " THEN day_count - 1 ELSE day_count END WHERE project = ? AND model = ?",
+                    (old[0], res.day, p, m),
+                )
+            elif old is not None and o.prompt_tokens is not None:
+                tokens = max(0, int(o.prompt_tokens))
                 conn.execute(
                     "UPDATE events SET tokens = ? WHERE project = ? AND model = ? AND id = ?",
-                    (max(0, int(o.prompt_tokens)), p, m, res.id),
+                    (tokens, p, m, res.id),
+                )
+                conn.execute(
+                    "UPDATE scopes SET token_sum = token_sum + ? WHERE project = ? AND model = ?",
+                    (tokens - old[0], p, m),
                 )
         reason = reason_code(o.cool_reason) or "cooling down"
         if o.cool_scope_s is not None or o.learned:
@@ -326,8 +349,7 @@ class DiskState:
                     continue
                 view = self._scope_view(conn, cand, now, day)
                 limits = effective_limits(cand.limits, view.learned)
-                used = sum(n for _, n in view.events)
-                room = room_of(limits, len(view.events), used, view.day_count)
+                room = room_of(limits, len(view.events), view.token_sum, view.day_count)
                 scopes[cand.scope] = ScopeStatus(
                     cand.scope, view.cool_until, view.cool_reason, room, limits
                 )
@@ -347,3 +369,31 @@ class DiskState:
         if conn is not None and self._local.pid == os.getpid():
             conn.close()
         self._local = threading.local()
+
+
+class _Events(Sequence[Any]):
+    """A scope's window, read lazily: its length is known; rows are fetched when asked."""
+
+    _SQL = "SELECT t, tokens FROM events WHERE project = ? AND model = ? ORDER BY t"
+
+    def __init__(self, conn: sqlite3.Connection, project: str, model: str, count: int) -> None:
+        self._conn, self._args, self._count = conn, (project, model), count
+
+    def __len__(self) -> int:
+        return self._count
+
+    @overload
+    def __getitem__(self, index: int) -> Any: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Any]: ...
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return list(self)[index]
+        if index < 0:
+            index += self._count
+        if not 0 <= index < self._count:
+            raise IndexError(index)
+        return self._conn.execute(self._SQL + " LIMIT 1 OFFSET ?", (*self._args, index)).fetchone()
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._conn.execute(self._SQL, self._args))

@@ -12,8 +12,9 @@ import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from langchain_gemini_pool._clock import Clock, SystemClock, next_pacific_midnight
+from langchain_gemini_pool._clock import Clock, SystemClock
 from langchain_gemini_pool._state_decide import (
     KeyView,
     ScopeView,
@@ -52,7 +53,9 @@ class _Key:
 
 @dataclass
 class _Scope:
-    events: list[list[float | str]] = field(default_factory=list)  # [time, id, tokens]
+    events: list[list[Any]] = field(default_factory=list)  # [time, tokens, id], time order
+    by_id: dict[str, list[Any]] = field(default_factory=dict)
+    token_sum: int = 0
     day: int = 0
     day_count: int = 0
     warned_day: int = -1
@@ -63,14 +66,28 @@ class _Scope:
     def prune(self, horizon: float) -> None:
         events = self.events
         cut = 0
-        while cut < len(events) and float(events[cut][0]) <= horizon:
+        while cut < len(events) and events[cut][0] <= horizon:
+            gone = events[cut]
+            self.token_sum -= gone[1]
+            del self.by_id[gone[2]]
             cut += 1
         if cut:
             del events[:cut]
 
+    def add(self, at: float, tokens: int, rid: str) -> None:
+        entry = [at, tokens, rid]
+        events = self.events
+        if not events or events[-1][0] <= at:
+            events.append(entry)
+        else:  # a booked future slot, then an earlier one: keep time order
+            events.insert(bisect.bisect_right([e[0] for e in events], at), entry)
+        self.by_id[rid] = entry
+        self.token_sum += tokens
+
     def view(self, day: int) -> ScopeView:
         return ScopeView(
-            events=[(float(t), int(n)) for t, _, n in self.events],
+            events=self.events,
+            token_sum=self.token_sum,
             day_count=self.day_count if self.day == day else 0,
             warned_today=self.warned_day == day,
             cool_until=self.cool_until,
@@ -129,22 +146,23 @@ class InMemoryState:
         day = day_number(now, pacific_offset(now))
         need = max(0, int(-(-tokens // 1)))
         keys: dict[str, KeyView] = {}
-        views: dict[Scope, ScopeView] = {}
         for cand in candidates:
             rec = self._keys.get(cand.fingerprint)
             if rec is not None:
                 if rec.view.quarantine and now - rec.quarantined_at > QUARANTINE_TTL_S:
                     rec.view.quarantine = None
                 keys[cand.fingerprint] = rec.view
-            if cand.scope not in views:
-                scope = self._scopes.get(cand.scope)
-                if scope is not None:
-                    limits = effective_limits(cand.limits, scope.learned)
-                    if limits is not None:
-                        scope.prune(now - span_of(limits))
-                    views[cand.scope] = scope.view(day)
-        midnight = next_pacific_midnight(now)
-        decision = decide(candidates, keys, views, need, now, midnight, book_until_s)
+
+        def view(cand: Candidate) -> ScopeView:
+            scope = self._scopes.get(cand.scope)
+            if scope is None:
+                return _EMPTY
+            limits = effective_limits(cand.limits, scope.learned)
+            if limits is not None:
+                scope.prune(now - span_of(limits))
+            return scope.view(day)
+
+        decision = decide(candidates, keys, view, need, now, book_until_s)
         if not isinstance(decision, Take):
             return decision
         return self._take(candidates[decision.index], decision, need, now)
@@ -162,13 +180,7 @@ class InMemoryState:
         warning = None
         if counted:
             scope = self._scopes.setdefault(cand.scope, _Scope())
-            events = scope.events
-            entry: list[float | str] = [take.at, rid, tokens]
-            if not events or float(events[-1][0]) <= take.at:
-                events.append(entry)
-            else:
-                times = [float(e[0]) for e in events]
-                events.insert(bisect.bisect_right(times, take.at), entry)
+            scope.add(take.at, tokens, rid)
             if scope.day != at_day:
                 scope.day, scope.day_count = at_day, 0
             scope.day_count += 1
@@ -218,15 +230,19 @@ class InMemoryState:
 
     @staticmethod
     def _correct(scope: _Scope, res: Reservation, o: Settle) -> None:
-        for i, entry in enumerate(scope.events):
-            if entry[1] == res.id:
-                if o.cancel:
-                    del scope.events[i]
-                    if scope.day == res.day and scope.day_count > 0:
-                        scope.day_count -= 1
-                else:
-                    entry[2] = max(0, int(o.prompt_tokens or 0))
-                return
+        entry = scope.by_id.get(res.id)
+        if entry is None:  # expired, or already given back
+            return
+        if o.cancel:
+            scope.events.remove(entry)
+            del scope.by_id[res.id]
+            scope.token_sum -= entry[1]
+            if scope.day == res.day and scope.day_count > 0:
+                scope.day_count -= 1
+        else:
+            tokens = max(0, int(o.prompt_tokens or 0))
+            scope.token_sum += tokens - entry[1]
+            entry[1] = tokens
 
     # --- reporting --------------------------------------------------------------------------
 
@@ -253,7 +269,7 @@ class InMemoryState:
                     room_of(
                         limits,
                         len(scope.events),
-                        sum(int(e[2]) for e in scope.events),
+                        scope.token_sum,
                         scope.day_count if scope.day == day else 0,
                     ),
                     limits,
@@ -269,3 +285,6 @@ class InMemoryState:
 
     def close(self) -> None:
         """Nothing to close (kept for the protocol)."""
+
+
+_EMPTY = ScopeView()

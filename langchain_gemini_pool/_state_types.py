@@ -12,6 +12,7 @@ never exception text.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import math
@@ -211,7 +212,13 @@ def span_of(limits: QuotaLimits) -> float:
 
 def pacific_offset(now: float) -> int:
     """Seconds east of UTC in America/Los_Angeles at ``now`` (-28800 or -25200)."""
-    offset = datetime.fromtimestamp(now, PACIFIC).utcoffset()
+    return _offset_in_hour(int(now // 3600))
+
+
+@functools.lru_cache(maxsize=64)
+def _offset_in_hour(hour: int) -> int:
+    # DST starts and ends on whole UTC hours, so one offset holds for a whole hour
+    offset = datetime.fromtimestamp(hour * 3600 + 1800, PACIFIC).utcoffset()
     return int(offset.total_seconds()) if offset is not None else 0
 
 

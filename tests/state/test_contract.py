@@ -218,3 +218,17 @@ def test_fingerprints_are_keyed_hashes(harness: Harness, secret: str) -> None:
     assert fp.startswith("k:")
     assert secret[-4:] not in fp
     assert fp != harness.state.fingerprint(secret + "x")
+
+
+def test_a_window_frees_fully_once_its_requests_age_out(harness: Harness) -> None:
+    window = 0.3 if harness.kind == "redis" else 30.0
+    c = cand(harness, KEY_A, QuotaLimits(rpm=3, tpm=90, rpd=100, window_s=window))
+    for tokens in (30, 30, 30):
+        decision = admitted(harness.state.admit([c], tokens))
+        harness.state.settle(Settle(c.fingerprint, S, decision.reservation, prompt_tokens=20))
+    assert room(harness, c) == {"rpm": 0, "tpm": 30, "rpd": 97}
+    harness.advance(window * 1.1)
+    assert room(harness, c) == {"rpm": 3, "tpm": 90, "rpd": 97}
+    for _ in range(3):
+        admitted(harness.state.admit([c], 30))
+    assert isinstance(harness.state.admit([c], 0), WaitUntil)
