@@ -146,6 +146,8 @@ class DiskState:
     def admit(
         self, candidates: Sequence[Candidate], tokens: float, *, book_until_s: float | None = None
     ) -> Decision:
+        if not candidates:
+            raise ValueError("admit needs at least one candidate key.")
         need = max(0, int(-(-tokens // 1)))
         with self._tx() as conn:
             now = self._clock.now()

@@ -6,7 +6,8 @@ import os
 from collections.abc import Mapping
 
 from langchain_gemini_pool._state_disk import DiskState
-from langchain_gemini_pool._state_redis import RedisState, safe_url
+from langchain_gemini_pool._state_redis import RedisState
+from langchain_gemini_pool._state_redis_codec import safe_url
 from langchain_gemini_pool._state_types import StateBackend
 
 ENV_VAR = "GEMINI_POOL_STATE"

@@ -131,6 +131,8 @@ class InMemoryState:
     def admit(
         self, candidates: Sequence[Candidate], tokens: float, *, book_until_s: float | None = None
     ) -> Decision:
+        if not candidates:
+            raise ValueError("admit needs at least one candidate key.")
         with self._guard():
             return self._admit(candidates, tokens, book_until_s)
 

@@ -8,6 +8,7 @@ so the event loop never blocks on Redis. Clients are rebuilt after ``fork``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -16,7 +17,7 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from langchain_gemini_pool._state_lua import ADMIT, SETTLE, SNAPSHOT
 from langchain_gemini_pool._state_memory import InMemoryState
@@ -25,6 +26,8 @@ from langchain_gemini_pool._state_redis_codec import (
     cand_args,
     decode_admit,
     decode_snapshot,
+    safe_url,
+    scope_base,
     settle_args,
 )
 from langchain_gemini_pool._state_types import (
@@ -47,23 +50,6 @@ SALT_TTL_S = 90 * 86400
 """The salt outlives every quarantine; each process refreshes it hourly while it runs."""
 
 T = TypeVar("T")
-
-
-def safe_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (for messages)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-
-
-def scope_base(prefix: str, scope: Scope) -> str:
-    """The name all Redis keys of one (project, model) start with; ``{...}`` is its hash tag."""
-    return f"{prefix}:{{{quote(scope.project, safe='')}|{quote(scope.model, safe='')}}}"
 
 
 class RedisState:
@@ -122,6 +108,7 @@ class RedisState:
         self._retry_at = 0.0
         self._backoff = 0.5
         self._local: InMemoryState | None = None
+        self._pending: list[tuple[float, Settle]] = []  # outage verdicts Redis must learn
         self._salt_refreshed = 0.0
         self._salt = self._connect_and_salt()
 
@@ -271,6 +258,9 @@ class RedisState:
             return offline()
         if self._down:
             self._came_back()
+            for argv in self._replay():
+                with contextlib.suppress(redis.RedisError):
+                    self._sync()[1]["settle"](args=argv)
         return result
 
     async def _arun(self, call: Callable[[], Awaitable[T]], offline: Callable[[], T]) -> T:
@@ -285,7 +275,29 @@ class RedisState:
             return offline()
         if self._down:
             self._came_back()
+            for argv in self._replay():
+                with contextlib.suppress(redis.RedisError):
+                    await self._async()["settle"](args=argv)
         return result
+
+    def _replay(self) -> list[list[Any]]:
+        """Cooldowns, quarantines and learned limits decided during the outage, for Redis
+        (so the other processes learn them too); cooldowns shortened by the time passed."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+        out = []
+        for when, o in pending:
+            passed = time.monotonic() - when
+            cool_scope = None if o.cool_scope_s is None else o.cool_scope_s - passed
+            cool_key = None if o.cool_key_s is None else o.cool_key_s - passed
+            o = dataclasses.replace(
+                o,
+                cool_scope_s=cool_scope if cool_scope and cool_scope > 0 else None,
+                cool_key_s=cool_key if cool_key and cool_key > 0 else None,
+            )
+            if o.cool_scope_s or o.cool_key_s or o.quarantine or o.learned:
+                out.append(settle_args(o, scope_base(self.prefix, o.scope), self.prefix))
+        return out
 
     # --- the protocol -----------------------------------------------------------------------
 
@@ -328,6 +340,11 @@ class RedisState:
             raise self._closed_error()
         if self.on_outage == "local":
             self._fallback().settle(outcome)
+            verdict = dataclasses.replace(outcome, reservation=None, prompt_tokens=None)
+            if verdict.cool_scope_s or verdict.cool_key_s or verdict.quarantine or verdict.learned:
+                with self._lock:
+                    if len(self._pending) < 1000:
+                        self._pending.append((time.monotonic(), verdict))
 
     def settle(self, outcome: Settle) -> None:
         home = outcome.reservation.home if outcome.reservation else "backend"

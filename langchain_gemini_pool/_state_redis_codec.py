@@ -6,6 +6,7 @@ import os
 import time
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from langchain_gemini_pool._quota import QuotaLimits
 from langchain_gemini_pool._state_decide import room_of
@@ -29,6 +30,23 @@ from langchain_gemini_pool._state_types import (
     pacific_offset,
     reason_code,
 )
+
+
+def safe_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for messages)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def scope_base(prefix: str, scope: Scope) -> str:
+    """The name all Redis keys of one (project, model) start with; ``{...}`` is its hash tag."""
+    return f"{prefix}:{{{quote(scope.project, safe='')}|{quote(scope.model, safe='')}}}"
 
 
 def admit_args(

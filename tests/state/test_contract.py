@@ -232,3 +232,8 @@ def test_a_window_frees_fully_once_its_requests_age_out(harness: Harness) -> Non
     for _ in range(3):
         admitted(harness.state.admit([c], 30))
     assert isinstance(harness.state.admit([c], 0), WaitUntil)
+
+
+def test_admit_needs_a_candidate(harness: Harness) -> None:
+    with pytest.raises(ValueError, match="at least one candidate"):
+        harness.state.admit([], 0)

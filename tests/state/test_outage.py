@@ -63,6 +63,8 @@ def test_local_fallback_warns_once_and_comes_back(
     # a cooldown set while Redis is away still holds in this process
     state.settle(Settle(c.fingerprint, S, cool_scope_s=60, cool_reason="429 local"))
     assert isinstance(state.admit([c], 0), WaitUntil)
+    bad = Candidate(state.fingerprint("fake-key-found-bad"), Scope("p2", "m"), None)
+    state.settle(Settle(bad.fingerprint, bad.scope, quarantine="400 API_KEY_INVALID"))
 
     if how == "kill":
         server.start()  # same port, empty data
@@ -73,6 +75,13 @@ def test_local_fallback_warns_once_and_comes_back(
     messages = _warnings(caplog)
     assert len(messages) == 2
     assert "is back" in messages[1]
+    # what this process learned while Redis was away now holds for every process
+    fresh = RedisState(server.url)
+    cooled = fresh.admit([c], 0)
+    assert isinstance(cooled, WaitUntil)
+    assert cooled.reason == "429 local"
+    assert 50 < cooled.delay <= 60
+    assert fresh.snapshot([bad]).keys[bad.fingerprint].quarantine == "400 API_KEY_INVALID"
 
 
 def test_closed_raises_a_clear_error(
