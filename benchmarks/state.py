@@ -102,6 +102,20 @@ def measure(name: str, make: Callable[[str], StateBackend]) -> list[str]:
     return rows
 
 
+def ping_us(url: str) -> float:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    best = float("inf")
+    for _ in range(RUNS):
+        t0 = time.perf_counter()
+        for _ in range(DECISIONS):
+            client.ping()
+        best = min(best, (time.perf_counter() - t0) / DECISIONS * 1e6)
+    client.close()
+    return best
+
+
 def start_redis() -> tuple[subprocess.Popen[bytes], str, str] | None:
     if shutil.which("redis-server") is None:
         return None
@@ -140,6 +154,8 @@ def main() -> int:
         for name, make in backends:
             for row in measure(name, make):
                 print(row)
+        if url:
+            print(f"(reference: one Redis PING round trip, sync: {ping_us(url):.1f} µs)")
     finally:
         if started:
             started[0].kill()
