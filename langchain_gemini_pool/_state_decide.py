@@ -43,7 +43,6 @@ class ScopeView:
     """The tokens of ``events``, summed."""
     day_count: int = 0
     """Requests counted today (Pacific)."""
-    warned_today: bool = False
     cool_until: float = 0.0
     cool_reason: str | None = None
     learned: dict[str, int] = field(default_factory=dict)
@@ -51,12 +50,11 @@ class ScopeView:
 
 @dataclass(frozen=True)
 class Take:
-    """Admit ``candidates[index]`` at ``at``; ``warn`` when this takes the day to 80%."""
+    """Admit ``candidates[index]`` at ``at`` (later than now: a booked slot)."""
 
     index: int
     at: float
     limits: QuotaLimits | None
-    warn: bool
 
 
 def ready_at(view: ScopeView, limits: QuotaLimits | None, now: float, tokens: int) -> float:
@@ -118,14 +116,14 @@ def decide(
         cooling = max(key.cool_until, view.cool_until)
         at = max(now, cooling, ready_at(view, limits, now, tokens))
         if at <= now:
-            return Take(index, now, limits, _warns(view, limits))
+            return Take(index, now, limits)
         if cooling > now:
             reason = view.cool_reason if view.cool_until >= key.cool_until else key.cool_reason
             if reason:
                 cool_reasons.add(reason)
         earliest = min(earliest, at)
         if limits is not None and (best is None or at < best.at):
-            best = Take(index, at, limits, _warns(view, limits))
+            best = Take(index, at, limits)
     if not usable:
         return AllQuarantined(reasons, now)
     if (
@@ -139,19 +137,15 @@ def decide(
     return WaitUntil(earliest, now, reason)
 
 
-def _warns(view: ScopeView, limits: QuotaLimits | None) -> bool:
-    if limits is None or not limits.rpd or view.warned_today:
-        return False
-    return (view.day_count + 1) / limits.rpd >= WARN_FRACTION
-
-
-def warning_of(scope: Scope, day_count: int, limits: QuotaLimits) -> dict[str, object]:
-    rpd = limits.rpd or 1
+def warning_of(scope: Scope, day_count: int, limits: QuotaLimits | None) -> dict[str, Any] | None:
+    """The 80% warning, if ``day_count`` requests (this one counted) reach it."""
+    if limits is None or not limits.rpd or day_count / limits.rpd < WARN_FRACTION:
+        return None
     return {
         "project": scope.project,
         "model": scope.model,
-        "used": round(day_count / rpd, 3),
-        "rpd": rpd,
+        "used": round(day_count / limits.rpd, 3),
+        "rpd": limits.rpd,
     }
 
 

@@ -58,12 +58,14 @@ CREATE TABLE IF NOT EXISTS flights (id TEXT PRIMARY KEY, fp TEXT NOT NULL, t REA
 CREATE INDEX IF NOT EXISTS flights_t ON flights (t);
 CREATE TABLE IF NOT EXISTS scopes (
     project TEXT NOT NULL, model TEXT NOT NULL,
-    day INTEGER NOT NULL DEFAULT 0, day_count INTEGER NOT NULL DEFAULT 0,
-    warned_day INTEGER NOT NULL DEFAULT -1,
     cool_until REAL NOT NULL DEFAULT 0, cool_reason TEXT,
     learned TEXT NOT NULL DEFAULT '{}',
     n INTEGER NOT NULL DEFAULT 0, token_sum INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (project, model));
+CREATE TABLE IF NOT EXISTS days (
+    project TEXT NOT NULL, model TEXT NOT NULL, day INTEGER NOT NULL,
+    count INTEGER NOT NULL DEFAULT 0, warned INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (project, model, day));
 CREATE TABLE IF NOT EXISTS events (
     project TEXT NOT NULL, model TEXT NOT NULL, id TEXT NOT NULL,
     t REAL NOT NULL, tokens INTEGER NOT NULL, PRIMARY KEY (project, model, id));
@@ -184,6 +186,7 @@ class DiskState:
         self._admits += 1
         if self._admits % 256 == 0:
             conn.execute("DELETE FROM flights WHERE t < ?", (now - INFLIGHT_TTL_S,))
+            conn.execute("DELETE FROM days WHERE day < ?", (day_number(now, 0) - 3,))
         at_day = day_number(take.at, pacific_offset(take.at))
         warning = None
         if take.limits is not None:
@@ -191,14 +194,25 @@ class DiskState:
             conn.execute("INSERT INTO events VALUES (?, ?, ?, ?, ?)", (p, m, rid, take.at, tokens))
             conn.execute("INSERT OR IGNORE INTO scopes (project, model) VALUES (?, ?)", (p, m))
             conn.execute(
-                "UPDATE scopes SET day_count = CASE WHEN day = ? THEN day_count + 1 ELSE 1 END,"
-                " day = ?, warned_day = CASE WHEN ? THEN ? ELSE warned_day END,"
-                " n = n + 1, token_sum = token_sum + ? WHERE project = ? AND model = ?",
-                (at_day, at_day, take.warn, at_day, tokens, p, m),
+                "UPDATE scopes SET n = n + 1, token_sum = token_sum + ?"
+                " WHERE project = ? AND model = ?",
+                (tokens, p, m),
             )
-            if take.warn:
-                count = views[cand.scope].day_count + 1
-                warning = warning_of(cand.scope, count, take.limits)
+            conn.execute(
+                "INSERT INTO days (project, model, day, count) VALUES (?, ?, ?, 1)"
+                " ON CONFLICT DO UPDATE SET count = count + 1",
+                (p, m, at_day),
+            )
+            count, warned = conn.execute(
+                "SELECT count, warned FROM days WHERE project = ? AND model = ? AND day = ?",
+                (p, m, at_day),
+            ).fetchone()
+            warning = None if warned else warning_of(cand.scope, count, take.limits)
+            if warning is not None:
+                conn.execute(
+                    "UPDATE days SET warned = 1 WHERE project = ? AND model = ? AND day = ?",
+                    (p, m, at_day),
+                )
         res = Reservation(
             cand.fingerprint, cand.scope, rid, take.at, tokens, at_day, take.limits is not None
         )
@@ -222,18 +236,19 @@ class DiskState:
     def _scope_view(conn: sqlite3.Connection, cand: Candidate, now: float, day: int) -> ScopeView:
         p, m = cand.scope.project, cand.scope.model
         row = conn.execute(
-            "SELECT day, day_count, warned_day, cool_until, cool_reason, learned, n, token_sum"
-            " FROM scopes WHERE project = ? AND model = ?",
-            (p, m),
+            "SELECT s.cool_until, s.cool_reason, s.learned, s.n, s.token_sum, d.count"
+            " FROM scopes AS s LEFT JOIN days AS d"
+            " ON d.project = s.project AND d.model = s.model AND d.day = ?"
+            " WHERE s.project = ? AND s.model = ?",
+            (day, p, m),
         ).fetchone()
         if row is None:
             return ScopeView()
-        learned = {str(k): int(v) for k, v in json.loads(row[5]).items()}
+        learned = {str(k): int(v) for k, v in json.loads(row[2]).items()}
         view = ScopeView(
-            day_count=row[1] if row[0] == day else 0,
-            warned_today=row[2] == day,
-            cool_until=row[3],
-            cool_reason=row[4],
+            day_count=row[5] or 0,
+            cool_until=row[0],
+            cool_reason=row[1],
             learned=learned,
         )
         limits = effective_limits(cand.limits, learned)
@@ -244,7 +259,7 @@ class DiskState:
                 " WHERE project = ? AND model = ? AND t <= ?",
                 (p, m, horizon),
             ).fetchone()
-            count, view.token_sum = row[6] - gone, row[7] - freed
+            count, view.token_sum = row[3] - gone, row[4] - freed
             if gone:
                 conn.execute(
                     "DELETE FROM events WHERE project = ? AND model = ? AND t <= ?", (p, m, horizon)
@@ -280,10 +295,14 @@ class DiskState:
                     "DELETE FROM events WHERE project = ? AND model = ? AND id = ?", (p, m, res.id)
                 )
                 conn.execute(
-                    "UPDATE scopes SET n = n - 1, token_sum = token_sum - ?,"
-                    " day_count = CASE WHEN day = ? AND day_count > 0"
-                    " THEN day_count - 1 ELSE day_count END WHERE project = ? AND model = ?",
-                    (old[0], res.day, p, m),
+                    "UPDATE scopes SET n = n - 1, token_sum = token_sum - ?"
+                    " WHERE project = ? AND model = ?",
+                    (old[0], p, m),
+                )
+                conn.execute(
+                    "UPDATE days SET count = count - 1"
+                    " WHERE project = ? AND model = ? AND day = ? AND count > 0",
+                    (p, m, res.day),
                 )
             elif old is not None and o.prompt_tokens is not None:
                 tokens = max(0, int(o.prompt_tokens))

@@ -53,7 +53,7 @@ local function prune(sb, horizon)
     for k = 1, #toks do total = total + (num(toks[k]) or 0) end
   end
   chunked('HDEL', sb .. ':tok', old)
-  redis.call('HINCRBY', sb .. ':tok', '#', -total)
+  redis.call('HINCRBY', sb .. ':tok', '#', 0 - total)  -- never -0: HINCRBY refuses it
   redis.call('ZREMRANGEBYSCORE', sb .. ':log', '-inf', horizon)
 end
 -- limits of one candidate: configured (ARGV) lowered by learned (S:l)
@@ -203,7 +203,7 @@ if rid ~= '' then
     if ARGV[5] == '1' then
       if redis.call('ZREM', sb .. ':log', rid) == 1 then
         redis.call('HDEL', sb .. ':tok', rid)
-        redis.call('HINCRBY', sb .. ':tok', '#', -(old or 0))
+        redis.call('HINCRBY', sb .. ':tok', '#', 0 - (old or 0))  -- never -0
         local dk = sb .. ':d:' .. ARGV[7]
         if (num(redis.call('GET', dk)) or 0) > 0 then redis.call('DECR', dk) end
       end

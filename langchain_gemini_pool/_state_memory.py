@@ -56,9 +56,8 @@ class _Scope:
     events: list[list[Any]] = field(default_factory=list)  # [time, tokens, id], time order
     by_id: dict[str, list[Any]] = field(default_factory=dict)
     token_sum: int = 0
-    day: int = 0
-    day_count: int = 0
-    warned_day: int = -1
+    days: dict[int, int] = field(default_factory=dict)  # Pacific day number -> requests
+    warned: set[int] = field(default_factory=set)  # days the 80% warning was given
     cool_until: float = 0.0
     cool_reason: str | None = None
     learned: dict[str, int] = field(default_factory=dict)
@@ -88,8 +87,7 @@ class _Scope:
         return ScopeView(
             events=self.events,
             token_sum=self.token_sum,
-            day_count=self.day_count if self.day == day else 0,
-            warned_today=self.warned_day == day,
+            day_count=self.days.get(day, 0),
             cool_until=self.cool_until,
             cool_reason=self.cool_reason,
             learned=self.learned,
@@ -183,12 +181,15 @@ class InMemoryState:
         if counted:
             scope = self._scopes.setdefault(cand.scope, _Scope())
             scope.add(take.at, tokens, rid)
-            if scope.day != at_day:
-                scope.day, scope.day_count = at_day, 0
-            scope.day_count += 1
-            if take.warn and take.limits is not None:
-                scope.warned_day = at_day
-                warning = warning_of(cand.scope, scope.day_count, take.limits)
+            if at_day not in scope.days and len(scope.days) > 2:  # forget past days
+                for past in [d for d in scope.days if d < at_day - 1]:
+                    del scope.days[past]
+                    scope.warned.discard(past)
+            count = scope.days[at_day] = scope.days.get(at_day, 0) + 1
+            if at_day not in scope.warned:
+                warning = warning_of(cand.scope, count, take.limits)
+                if warning is not None:
+                    scope.warned.add(at_day)
         reservation = Reservation(
             cand.fingerprint, cand.scope, rid, take.at, tokens, at_day, counted
         )
@@ -239,8 +240,8 @@ class InMemoryState:
             scope.events.remove(entry)
             del scope.by_id[res.id]
             scope.token_sum -= entry[1]
-            if scope.day == res.day and scope.day_count > 0:
-                scope.day_count -= 1
+            if scope.days.get(res.day, 0) > 0:
+                scope.days[res.day] -= 1
         else:
             tokens = max(0, int(o.prompt_tokens or 0))
             scope.token_sum += tokens - entry[1]
@@ -272,7 +273,7 @@ class InMemoryState:
                         limits,
                         len(scope.events),
                         scope.token_sum,
-                        scope.day_count if scope.day == day else 0,
+                        scope.days.get(day, 0),
                     ),
                     limits,
                 )

@@ -237,3 +237,13 @@ def test_a_window_frees_fully_once_its_requests_age_out(harness: Harness) -> Non
 def test_admit_needs_a_candidate(harness: Harness) -> None:
     with pytest.raises(ValueError, match="at least one candidate"):
         harness.state.admit([], 0)
+
+
+def test_a_slot_booked_for_tomorrow_leaves_today_full(harness: Harness) -> None:
+    c = cand(harness, KEY_A, QuotaLimits(rpd=2, window_s=30))
+    admitted(harness.state.admit([c], 0))
+    admitted(harness.state.admit([c], 0))
+    tomorrow = admitted(harness.state.admit([c], 0, book_until_s=2 * 86400))
+    assert tomorrow.delay > 30  # at midnight Pacific
+    assert isinstance(harness.state.admit([c], 0), WaitUntil)  # today is still full
+    assert room(harness, c)["rpd"] == 0
