@@ -8,6 +8,22 @@ reservation, cool, quarantine, learn a limit). ``snapshot`` feeds ``pool_status(
 Only fingerprints (HMAC-SHA256 of the key text with a per-deployment salt kept in the
 backend), project and model names, counts and reason codes are stored: never key text,
 never exception text.
+
+How a pool drives it, per attempt (the chat model keeps the member models, the HTTP
+clients and the round-robin cursor; everything else is here):
+
+1. Order the keys as the strategy would try them (priority level first; within a level
+   the cursor's order, keys already tried for this request last) and make one
+   ``Candidate(state.fingerprint(key), Scope(project, model), limits)`` each.
+2. ``admit(candidates, estimated_tokens, book_until_s=time_left)``: ``Admit`` -> wait
+   ``delay`` (a booked slot) and send with ``candidates[index]``; ``WaitUntil`` -> wait
+   ``delay`` and ask again, or raise ``AllKeysRateLimitedError`` past ``max_wait``;
+   ``AllQuarantined`` -> raise ``NoValidKeysError`` with its reasons.
+3. ``settle(Settle(fp, scope, reservation, ...))`` once the attempt ends: success ->
+   ``prompt_tokens``; never sent -> ``cancel=True``; 429 -> ``cool_scope_s`` and
+   ``cool_key_s`` (RetryInfo, or until Pacific midnight for a per-day violation) and
+   ``learned`` (quotaValue); bad key -> ``quarantine=reason``; server fault ->
+   ``cool_key_s`` when the pool has a fault cooldown.
 """
 
 from __future__ import annotations

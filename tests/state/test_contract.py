@@ -247,3 +247,17 @@ def test_a_slot_booked_for_tomorrow_leaves_today_full(harness: Harness) -> None:
     assert tomorrow.delay > 30  # at midnight Pacific
     assert isinstance(harness.state.admit([c], 0), WaitUntil)  # today is still full
     assert room(harness, c)["rpd"] == 0
+
+
+def test_threads_racing_for_the_last_slots_never_overshoot(harness: Harness) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    c = cand(harness, KEY_A, QuotaLimits(rpm=40, tpm=4000, window_s=3600))
+
+    def hammer(_: int) -> int:
+        return sum(isinstance(harness.state.admit([c], 10), Admit) for _ in range(15))
+
+    with ThreadPoolExecutor(8) as pool:
+        got = sum(pool.map(hammer, range(8)))
+    assert got == 40
+    assert room(harness, c) == {"rpm": 0, "tpm": 3600, "rpd": None}
