@@ -16,7 +16,6 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, overload
 
 from langchain_gemini_pool._clock import Clock, SystemClock
 from langchain_gemini_pool._state_decide import (
@@ -27,6 +26,7 @@ from langchain_gemini_pool._state_decide import (
     room_of,
     warning_of,
 )
+from langchain_gemini_pool._state_sqlite import SCHEMA, Events
 from langchain_gemini_pool._state_types import (
     INFLIGHT_TTL_S,
     QUARANTINE_TTL_S,
@@ -48,29 +48,6 @@ from langchain_gemini_pool._state_types import (
 )
 
 FILENAME = "gemini-pool-state.sqlite3"
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB);
-CREATE TABLE IF NOT EXISTS keys (
-    fp TEXT PRIMARY KEY, quarantine TEXT, q_at REAL NOT NULL DEFAULT 0,
-    cool_until REAL NOT NULL DEFAULT 0, cool_reason TEXT);
-CREATE TABLE IF NOT EXISTS flights (id TEXT PRIMARY KEY, fp TEXT NOT NULL, t REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS flights_t ON flights (t);
-CREATE TABLE IF NOT EXISTS scopes (
-    project TEXT NOT NULL, model TEXT NOT NULL,
-    cool_until REAL NOT NULL DEFAULT 0, cool_reason TEXT,
-    learned TEXT NOT NULL DEFAULT '{}',
-    n INTEGER NOT NULL DEFAULT 0, token_sum INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (project, model));
-CREATE TABLE IF NOT EXISTS days (
-    project TEXT NOT NULL, model TEXT NOT NULL, day INTEGER NOT NULL,
-    count INTEGER NOT NULL DEFAULT 0, warned INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (project, model, day));
-CREATE TABLE IF NOT EXISTS events (
-    project TEXT NOT NULL, model TEXT NOT NULL, id TEXT NOT NULL,
-    t REAL NOT NULL, tokens INTEGER NOT NULL, PRIMARY KEY (project, model, id));
-CREATE INDEX IF NOT EXISTS events_t ON events (project, model, t);
-"""
 
 
 class DiskState:
@@ -105,7 +82,7 @@ class DiskState:
         self._admits = 0
         try:
             conn = self._conn()
-            conn.executescript(_SCHEMA)
+            conn.executescript(SCHEMA)
             conn.execute("INSERT OR IGNORE INTO meta VALUES ('salt', ?)", (os.urandom(32),))
             self._salt = bytes(
                 conn.execute("SELECT value FROM meta WHERE name='salt'").fetchone()[0]
@@ -268,7 +245,7 @@ class DiskState:
                     "UPDATE scopes SET n = ?, token_sum = ? WHERE project = ? AND model = ?",
                     (count, view.token_sum, p, m),
                 )
-            view.events = _Events(conn, p, m, count)
+            view.events = Events(conn, p, m, count)
         return view
 
     # --- settle -----------------------------------------------------------------------------
@@ -390,31 +367,3 @@ class DiskState:
         if conn is not None and self._local.pid == os.getpid():
             conn.close()
         self._local = threading.local()
-
-
-class _Events(Sequence[Any]):
-    """A scope's window, read lazily: its length is known; rows are fetched when asked."""
-
-    _SQL = "SELECT t, tokens FROM events WHERE project = ? AND model = ? ORDER BY t"
-
-    def __init__(self, conn: sqlite3.Connection, project: str, model: str, count: int) -> None:
-        self._conn, self._args, self._count = conn, (project, model), count
-
-    def __len__(self) -> int:
-        return self._count
-
-    @overload
-    def __getitem__(self, index: int) -> Any: ...
-    @overload
-    def __getitem__(self, index: slice) -> Sequence[Any]: ...
-    def __getitem__(self, index: int | slice) -> Any:
-        if isinstance(index, slice):
-            return list(self)[index]
-        if index < 0:
-            index += self._count
-        if not 0 <= index < self._count:
-            raise IndexError(index)
-        return self._conn.execute(self._SQL + " LIMIT 1 OFFSET ?", (*self._args, index)).fetchone()
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self._conn.execute(self._SQL, self._args))
