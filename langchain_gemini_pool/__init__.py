@@ -16,6 +16,9 @@ if TYPE_CHECKING:
     from langchain_gemini_pool._errors import AllKeysRateLimitedError, NoValidKeysError
     from langchain_gemini_pool._keys import load_api_keys, mask_key
     from langchain_gemini_pool._quota import QuotaLimits
+    from langchain_gemini_pool._state_disk import DiskState
+    from langchain_gemini_pool._state_memory import InMemoryState
+    from langchain_gemini_pool._state_redis import RedisState
     from langchain_gemini_pool._usage_handler import (
         GeminiUsageCallbackHandler,
         get_gemini_usage_callback,
@@ -45,6 +48,9 @@ _WHERE = {
     "load_api_keys": "_keys",
     "mask_key": "_keys",
     "QuotaLimits": "_quota",
+    "DiskState": "_state_disk",
+    "InMemoryState": "_state_memory",
+    "RedisState": "_state_redis",
     "GeminiUsageCallbackHandler": "_usage_handler",
     "get_gemini_usage_callback": "_usage_handler",
     "UsageLedger": "_usage_ledger",
@@ -83,15 +89,18 @@ __all__ = [
     "AllKeysRateLimitedError",
     "ChatGeminiPool",
     "Clock",
+    "DiskState",
     "FakeGeminiServer",
     "Faults",
     "GeminiDiskCache",
     "GeminiUsageCallbackHandler",
+    "InMemoryState",
     "ManualClock",
     "ModelPrice",
     "NoValidKeysError",
     "Quota",
     "QuotaLimits",
+    "RedisState",
     "SystemClock",
     "UsageLedger",
     "UsageLimitExceededError",

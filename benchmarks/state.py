@@ -1,0 +1,171 @@
+"""Benchmark: what one decision costs on each shared-state backend, side by side.
+
+Run: ``python benchmarks/state.py`` (about half a minute; starts its own ``redis-server``
+on a free loopback port when one is installed, or pass ``--redis URL``).
+
+A decision is what the pool will do per attempt: one ``admit`` before the call (4
+candidate keys, each its own (project, model) with RPM, TPM and RPD limits) and one
+``settle`` after it (the reservation corrected with the real prompt tokens). Each backend
+is measured with its windows already holding ``FILL`` requests (nothing expires during the
+run), sync and async. Figures are the best of 5 runs of the mean, in microseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+from langchain_gemini_pool import DiskState, InMemoryState, QuotaLimits, RedisState
+from langchain_gemini_pool._state_types import Admit, Candidate, Scope, Settle, StateBackend
+
+DECISIONS = 400
+RUNS = 5
+FILLS = (10, 1_000)
+LIMITS = QuotaLimits(rpm=1_000_000, tpm=10**12, rpd=10**9, window_s=3600)
+
+
+def candidates(state: StateBackend, tag: str) -> list[Candidate]:
+    return [
+        Candidate(state.fingerprint(f"bench-key-{tag}-{i}"), Scope(f"p{i}-{tag}", "m"), LIMITS)
+        for i in range(4)
+    ]
+
+
+def settle_of(decision: Any, cands: list[Candidate]) -> Settle:
+    assert isinstance(decision, Admit), decision
+    c = cands[decision.index]
+    return Settle(c.fingerprint, c.scope, decision.reservation, prompt_tokens=90)
+
+
+def sync_run(state: StateBackend, cands: list[Candidate]) -> tuple[float, float]:
+    admit_s = settle_s = 0.0
+    for _ in range(DECISIONS):
+        t0 = time.perf_counter()
+        decision = state.admit(cands, 100)
+        t1 = time.perf_counter()
+        state.settle(settle_of(decision, cands))
+        t2 = time.perf_counter()
+        admit_s += t1 - t0
+        settle_s += t2 - t1
+    return admit_s / DECISIONS * 1e6, settle_s / DECISIONS * 1e6
+
+
+async def async_run(state: StateBackend, cands: list[Candidate]) -> tuple[float, float]:
+    admit_s = settle_s = 0.0
+    for _ in range(DECISIONS):
+        t0 = time.perf_counter()
+        decision = await state.aadmit(cands, 100)
+        t1 = time.perf_counter()
+        await state.asettle(settle_of(decision, cands))
+        t2 = time.perf_counter()
+        admit_s += t1 - t0
+        settle_s += t2 - t1
+    return admit_s / DECISIONS * 1e6, settle_s / DECISIONS * 1e6
+
+
+def fill(state: StateBackend, cands: list[Candidate], n: int) -> None:
+    for _ in range(n):  # round-robin order keeps every scope's window at about n / 4 ... n
+        for i in range(len(cands)):
+            decision = state.admit(cands[i:] + cands[:i], 100)
+            state.settle(settle_of(decision, cands[i:] + cands[:i]))
+
+
+def measure(name: str, make: Callable[[str], StateBackend]) -> list[str]:
+    rows = []
+    for filled in FILLS:
+        state = make(f"{filled}")
+        cands = candidates(state, f"{name}-{filled}")
+        fill(state, cands, filled)
+        best: dict[str, tuple[float, float]] = {}
+        for _ in range(RUNS):
+            for mode in ("sync", "async"):
+                if mode == "sync":
+                    got = sync_run(state, cands)
+                else:
+                    got = asyncio.run(async_run(state, cands))
+                if mode not in best or sum(got) < sum(best[mode]):
+                    best[mode] = got
+        for mode, (admit_us, settle_us) in best.items():
+            rows.append(
+                f"{name:<14}{mode:<7}{filled:>7}{admit_us:>12.1f}{settle_us:>12.1f}"
+                f"{admit_us + settle_us:>14.1f}"
+            )
+        state.close()
+    return rows
+
+
+def ping_us(url: str) -> float:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    best = float("inf")
+    for _ in range(RUNS):
+        t0 = time.perf_counter()
+        for _ in range(DECISIONS):
+            client.ping()
+        best = min(best, (time.perf_counter() - t0) / DECISIONS * 1e6)
+    client.close()
+    return best
+
+
+def start_redis() -> tuple[subprocess.Popen[bytes], str, str] | None:
+    if shutil.which("redis-server") is None:
+        return None
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    directory = tempfile.mkdtemp(prefix="bench-redis-")
+    cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    cmd += ["--appendonly", "no", "--dir", directory]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)  # noqa: S603 (fixed argv)
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+            break
+        except OSError:
+            time.sleep(0.02)
+    return proc, f"redis://127.0.0.1:{port}/0", directory
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--redis", help="a Redis URL to use instead of starting one")
+    args = parser.parse_args()
+    started = None if args.redis else start_redis()
+    url = args.redis or (started[1] if started else None)
+    tmp = tempfile.mkdtemp(prefix="bench-state-")
+    backends: list[tuple[str, Callable[[str], StateBackend]]] = [
+        ("InMemoryState", lambda _tag: InMemoryState()),
+        ("DiskState", lambda tag: DiskState(f"{tmp}/{tag}")),
+    ]
+    if url:
+        backends.append(("RedisState", lambda _tag: RedisState(url, prefix="bench")))
+    print(f"admit (4 candidates) + settle, µs per decision; best of {RUNS} x {DECISIONS}")
+    print(f"{'backend':<14}{'mode':<7}{'window':>7}{'admit':>12}{'settle':>12}{'decision':>14}")
+    try:
+        for name, make in backends:
+            for row in measure(name, make):
+                print(row)
+        if url:
+            print(f"(reference: one Redis PING round trip, sync: {ping_us(url):.1f} µs)")
+    finally:
+        if started:
+            started[0].kill()
+            started[0].wait()
+            shutil.rmtree(started[2], ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    if not url:
+        print("RedisState: skipped (no redis-server installed, and no --redis URL)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

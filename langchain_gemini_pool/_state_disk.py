@@ -1,0 +1,369 @@
+"""``DiskState``: one SQLite file shared by every process of one machine.
+
+Each decision is one transaction (``BEGIN IMMEDIATE``, WAL): it reads the candidates'
+quarantines, cooldowns and windows, runs the pure ``decide`` and writes the slot, so no
+two processes can take the same slot. Connections are per thread and reopened after
+``fork``; the async methods run the same work in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from langchain_gemini_pool._clock import Clock, SystemClock
+from langchain_gemini_pool._state_decide import (
+    KeyView,
+    ScopeView,
+    Take,
+    decide,
+    room_of,
+    warning_of,
+)
+from langchain_gemini_pool._state_sqlite import SCHEMA, Events
+from langchain_gemini_pool._state_types import (
+    INFLIGHT_TTL_S,
+    QUARANTINE_TTL_S,
+    Admit,
+    Candidate,
+    Decision,
+    KeyStatus,
+    Reservation,
+    Scope,
+    ScopeStatus,
+    Settle,
+    Snapshot,
+    day_number,
+    effective_limits,
+    fingerprint_with,
+    pacific_offset,
+    reason_code,
+    span_of,
+)
+
+FILENAME = "gemini-pool-state.sqlite3"
+
+
+class DiskState:
+    """Cooldowns, quarantines and quota windows shared by every process of this machine.
+
+    Args:
+        directory: Where the SQLite file lives (created if missing). Use a local disk:
+            SQLite's locking is unreliable on network filesystems.
+        clock: Where time comes from (tests pass a ``ManualClock``; every process sharing
+            the file must read the same time, so production code keeps the system clock).
+
+    Raises:
+        ValueError: The directory cannot be created or is not writable.
+    """
+
+    shared = True
+    name = "disk"
+
+    def __init__(self, directory: str | os.PathLike[str], clock: Clock | None = None) -> None:
+        path = Path(directory).expanduser()
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(
+                f"DiskState cannot create its directory {str(path)!r} ({exc.strerror or exc}); "
+                "pass a writable local directory."
+            ) from None
+        self.directory = path
+        self.path = path / FILENAME
+        self._clock: Clock = clock or SystemClock()
+        self._local = threading.local()
+        self._admits = 0
+        try:
+            conn = self._conn()
+            conn.executescript(SCHEMA)
+            conn.execute("INSERT OR IGNORE INTO meta VALUES ('salt', ?)", (os.urandom(32),))
+            self._salt = bytes(
+                conn.execute("SELECT value FROM meta WHERE name='salt'").fetchone()[0]
+            )
+        except sqlite3.Error as exc:
+            raise ValueError(
+                f"DiskState cannot open {str(self.path)!r} ({exc}); "
+                "pass a writable local directory."
+            ) from None
+
+    def __repr__(self) -> str:
+        return f"DiskState({str(self.directory)!r})"
+
+    def _conn(self) -> sqlite3.Connection:
+        local = self._local
+        if getattr(local, "pid", None) != os.getpid():  # new thread, or a forked child
+            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            local.conn, local.pid = conn, os.getpid()
+        conn_: sqlite3.Connection = local.conn
+        return conn_
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def fingerprint(self, secret: str) -> str:
+        return fingerprint_with(self._salt, secret)
+
+    # --- admit ------------------------------------------------------------------------------
+
+    def admit(
+        self, candidates: Sequence[Candidate], tokens: float, *, book_until_s: float | None = None
+    ) -> Decision:
+        if not candidates:
+            raise ValueError("admit needs at least one candidate key.")
+        need = max(0, int(-(-tokens // 1)))
+        with self._tx() as conn:
+            now = self._clock.now()
+            return self._admit(conn, candidates, need, now, book_until_s)
+
+    async def aadmit(
+        self, candidates: Sequence[Candidate], tokens: float, *, book_until_s: float | None = None
+    ) -> Decision:
+        return await asyncio.to_thread(self.admit, candidates, tokens, book_until_s=book_until_s)
+
+    def _admit(
+        self,
+        conn: sqlite3.Connection,
+        candidates: Sequence[Candidate],
+        tokens: int,
+        now: float,
+        book_until_s: float | None,
+    ) -> Decision:
+        day = day_number(now, pacific_offset(now))
+        keys = self._key_views(conn, [c.fingerprint for c in candidates], now)
+        views: dict[Scope, ScopeView] = {}
+
+        def view(cand: Candidate) -> ScopeView:
+            if cand.scope not in views:
+                views[cand.scope] = self._scope_view(conn, cand, now, day)
+            return views[cand.scope]
+
+        take = decide(candidates, keys, view, tokens, now, book_until_s)
+        if not isinstance(take, Take):
+            return take
+        cand = candidates[take.index]
+        rid = os.urandom(8).hex()
+        conn.execute("INSERT INTO flights VALUES (?, ?, ?)", (rid, cand.fingerprint, now))
+        self._admits += 1
+        if self._admits % 256 == 0:
+            conn.execute("DELETE FROM flights WHERE t < ?", (now - INFLIGHT_TTL_S,))
+            conn.execute("DELETE FROM days WHERE day < ?", (day_number(now, 0) - 3,))
+        at_day = day_number(take.at, pacific_offset(take.at))
+        warning = None
+        if take.limits is not None:
+            p, m = cand.scope.project, cand.scope.model
+            conn.execute("INSERT INTO events VALUES (?, ?, ?, ?, ?)", (p, m, rid, take.at, tokens))
+            conn.execute("INSERT OR IGNORE INTO scopes (project, model) VALUES (?, ?)", (p, m))
+            conn.execute(
+                "UPDATE scopes SET n = n + 1, token_sum = token_sum + ?"
+                " WHERE project = ? AND model = ?",
+                (tokens, p, m),
+            )
+            conn.execute(
+                "INSERT INTO days (project, model, day, count) VALUES (?, ?, ?, 1)"
+                " ON CONFLICT DO UPDATE SET count = count + 1",
+                (p, m, at_day),
+            )
+            count, warned = conn.execute(
+                "SELECT count, warned FROM days WHERE project = ? AND model = ? AND day = ?",
+                (p, m, at_day),
+            ).fetchone()
+            warning = None if warned else warning_of(cand.scope, count, take.limits)
+            if warning is not None:
+                conn.execute(
+                    "UPDATE days SET warned = 1 WHERE project = ? AND model = ? AND day = ?",
+                    (p, m, at_day),
+                )
+        res = Reservation(
+            cand.fingerprint, cand.scope, rid, take.at, tokens, at_day, take.limits is not None
+        )
+        return Admit(take.index, res, now, warning)
+
+    @staticmethod
+    def _key_views(conn: sqlite3.Connection, fps: list[str], now: float) -> dict[str, KeyView]:
+        marks = ",".join("?" * len(fps))
+        rows = conn.execute(
+            f"SELECT fp, quarantine, q_at, cool_until, cool_reason FROM keys WHERE fp IN ({marks})",  # noqa: S608 (only ? marks)
+            fps,
+        ).fetchall()
+        views = {}
+        for fp, quarantine, q_at, cool_until, cool_reason in rows:
+            if quarantine is not None and now - q_at > QUARANTINE_TTL_S:
+                quarantine = None
+            views[fp] = KeyView(quarantine, cool_until, cool_reason)
+        return views
+
+    @staticmethod
+    def _scope_view(conn: sqlite3.Connection, cand: Candidate, now: float, day: int) -> ScopeView:
+        p, m = cand.scope.project, cand.scope.model
+        row = conn.execute(
+            "SELECT s.cool_until, s.cool_reason, s.learned, s.n, s.token_sum, d.count"
+            " FROM scopes AS s LEFT JOIN days AS d"
+            " ON d.project = s.project AND d.model = s.model AND d.day = ?"
+            " WHERE s.project = ? AND s.model = ?",
+            (day, p, m),
+        ).fetchone()
+        if row is None:
+            return ScopeView()
+        learned = {str(k): int(v) for k, v in json.loads(row[2]).items()}
+        view = ScopeView(
+            day_count=row[5] or 0,
+            cool_until=row[0],
+            cool_reason=row[1],
+            learned=learned,
+        )
+        limits = effective_limits(cand.limits, learned)
+        if limits is not None:
+            horizon = now - span_of(limits)
+            gone, freed = conn.execute(  # the running count and sum, less what expired
+                "SELECT COUNT(*), COALESCE(SUM(tokens), 0) FROM events"
+                " WHERE project = ? AND model = ? AND t <= ?",
+                (p, m, horizon),
+            ).fetchone()
+            count, view.token_sum = row[3] - gone, row[4] - freed
+            if gone:
+                conn.execute(
+                    "DELETE FROM events WHERE project = ? AND model = ? AND t <= ?", (p, m, horizon)
+                )
+                conn.execute(
+                    "UPDATE scopes SET n = ?, token_sum = ? WHERE project = ? AND model = ?",
+                    (count, view.token_sum, p, m),
+                )
+            view.events = Events(conn, p, m, count)
+        return view
+
+    # --- settle -----------------------------------------------------------------------------
+
+    def settle(self, outcome: Settle) -> None:
+        with self._tx() as conn:
+            self._settle(conn, outcome, self._clock.now())
+
+    async def asettle(self, outcome: Settle) -> None:
+        await asyncio.to_thread(self.settle, outcome)
+
+    @staticmethod
+    def _settle(conn: sqlite3.Connection, o: Settle, now: float) -> None:
+        p, m = o.scope.project, o.scope.model
+        res = o.reservation
+        if res is not None:
+            conn.execute("DELETE FROM flights WHERE id = ?", (res.id,))
+            old = conn.execute(
+                "SELECT tokens FROM events WHERE project = ? AND model = ? AND id = ?",
+                (p, m, res.id),
+            ).fetchone()
+            if old is not None and o.cancel:
+                conn.execute(
+                    "DELETE FROM events WHERE project = ? AND model = ? AND id = ?", (p, m, res.id)
+                )
+                conn.execute(
+                    "UPDATE scopes SET n = n - 1, token_sum = token_sum - ?"
+                    " WHERE project = ? AND model = ?",
+                    (old[0], p, m),
+                )
+                conn.execute(
+                    "UPDATE days SET count = count - 1"
+                    " WHERE project = ? AND model = ? AND day = ? AND count > 0",
+                    (p, m, res.day),
+                )
+            elif old is not None and o.prompt_tokens is not None:
+                tokens = max(0, int(o.prompt_tokens))
+                conn.execute(
+                    "UPDATE events SET tokens = ? WHERE project = ? AND model = ? AND id = ?",
+                    (tokens, p, m, res.id),
+                )
+                conn.execute(
+                    "UPDATE scopes SET token_sum = token_sum + ? WHERE project = ? AND model = ?",
+                    (tokens - old[0], p, m),
+                )
+        reason = reason_code(o.cool_reason) or "cooling down"
+        if o.cool_scope_s is not None or o.learned:
+            conn.execute("INSERT OR IGNORE INTO scopes (project, model) VALUES (?, ?)", (p, m))
+        if o.cool_scope_s is not None:
+            conn.execute(
+                "UPDATE scopes SET cool_until = ?, cool_reason = ?"
+                " WHERE project = ? AND model = ? AND cool_until < ?",
+                (now + o.cool_scope_s, reason, p, m, now + o.cool_scope_s),
+            )
+        if o.cool_key_s is not None or o.quarantine is not None:
+            conn.execute("INSERT OR IGNORE INTO keys (fp) VALUES (?)", (o.fingerprint,))
+        if o.cool_key_s is not None:
+            conn.execute(
+                "UPDATE keys SET cool_until = ?, cool_reason = ? WHERE fp = ? AND cool_until < ?",
+                (now + o.cool_key_s, reason, o.fingerprint, now + o.cool_key_s),
+            )
+        if o.quarantine is not None:
+            conn.execute(
+                "UPDATE keys SET quarantine = ?, q_at = ? WHERE fp = ?",
+                (reason_code(o.quarantine), now, o.fingerprint),
+            )
+        if o.learned:
+            row = conn.execute(
+                "SELECT learned FROM scopes WHERE project = ? AND model = ?", (p, m)
+            ).fetchone()
+            learned = json.loads(row[0])
+            for dim, value in o.learned.items():
+                if dim in ("rpm", "tpm", "rpd"):
+                    learned[dim] = min(int(value), int(learned.get(dim, value)))
+            conn.execute(
+                "UPDATE scopes SET learned = ? WHERE project = ? AND model = ?",
+                (json.dumps(learned), p, m),
+            )
+
+    # --- reporting --------------------------------------------------------------------------
+
+    def snapshot(self, candidates: Sequence[Candidate]) -> Snapshot:
+        with self._tx() as conn:
+            now = self._clock.now()
+            day = day_number(now, pacific_offset(now))
+            fps = [c.fingerprint for c in candidates]
+            views = self._key_views(conn, fps, now)
+            keys: dict[str, KeyStatus] = {}
+            for fp in fps:
+                v = views.get(fp, KeyView())
+                (flying,) = conn.execute(
+                    "SELECT COUNT(*) FROM flights WHERE fp = ? AND t > ?",
+                    (fp, now - INFLIGHT_TTL_S),
+                ).fetchone()
+                keys[fp] = KeyStatus(fp, v.quarantine, v.cool_until, v.cool_reason, flying)
+            scopes: dict[Scope, ScopeStatus] = {}
+            for cand in candidates:
+                if cand.scope in scopes:
+                    continue
+                view = self._scope_view(conn, cand, now, day)
+                limits = effective_limits(cand.limits, view.learned)
+                room = room_of(limits, len(view.events), view.token_sum, view.day_count)
+                scopes[cand.scope] = ScopeStatus(
+                    cand.scope, view.cool_until, view.cool_reason, room, limits
+                )
+            return Snapshot(now, keys, scopes, self.shared, self.name)
+
+    def reset(self, fingerprint: str, scope: Scope) -> None:
+        with self._tx() as conn:
+            conn.execute("DELETE FROM keys WHERE fp = ?", (fingerprint,))
+            conn.execute(
+                "UPDATE scopes SET cool_until = 0, cool_reason = NULL"
+                " WHERE project = ? AND model = ?",
+                (scope.project, scope.model),
+            )
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and self._local.pid == os.getpid():
+            conn.close()
+        self._local = threading.local()

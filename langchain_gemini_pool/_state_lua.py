@@ -1,0 +1,273 @@
+"""The Lua scripts of ``RedisState``: one per decision, run atomically inside Redis.
+
+``ADMIT`` is the twin of ``_state_decide.decide`` + the write of the slot; it reads time
+from the server (``TIME``), never from a client. Per (project, model) ``S`` (a hash tag
+``{...}`` shared by all its keys) and per key fingerprint ``K``:
+
+- ``S:log`` sorted set, reservation id -> time (one entry per request, never per token)
+- ``S:tok`` hash, reservation id -> input tokens, and ``#`` -> their running sum
+- ``S:d:<day>`` requests on Pacific day number ``<day>``; ``S:w:<day>`` the 80% warning flag
+- ``S:c`` hash, the rate-limit cooldown ``u`` (until) and ``r`` (reason code)
+- ``S:l`` hash, limits learned from the server (``rpm``/``tpm``/``rpd`` -> quotaValue)
+- ``K:k`` hash, quarantine ``q`` (reason code), key cooldown ``cu`` / ``cr``
+- ``K:f`` sorted set, reservations in flight -> start time
+
+Every key gets a TTL (``PEXPIRE``, only ever lengthened by ``pexpire_max``). Numbers go
+back to Python as strings (Redis would truncate Lua floats to integers).
+"""
+
+COMMON = r"""
+local INF = math.huge
+local function fmt(x) if x == INF then return 'inf' end return string.format('%.6f', x) end
+local function pexpire_max(key, ms)
+  ms = math.ceil(ms)
+  if ms < 1000 then ms = 1000 end
+  local cur = redis.call('PTTL', key)
+  if cur == -2 then return end
+  if cur < ms then redis.call('PEXPIRE', key, ms) end
+end
+local function clock()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1e6
+end
+local function num(s)
+  if s == nil or s == false or s == '' then return nil end
+  return tonumber(s)
+end
+local function span_of(w) return w + math.min(0.25, 0.01 * w) end
+local function chunked(cmd, key, items)
+  for i = 1, #items, 1000 do
+    local part = {}
+    for j = i, math.min(i + 999, #items) do part[#part + 1] = items[j] end
+    redis.call(cmd, key, unpack(part))
+  end
+end
+local function prune(sb, horizon)
+  local old = redis.call('ZRANGEBYSCORE', sb .. ':log', '-inf', horizon)
+  if #old == 0 then return end
+  local total = 0
+  for i = 1, #old, 1000 do
+    local part = {}
+    for j = i, math.min(i + 999, #old) do part[#part + 1] = old[j] end
+    local toks = redis.call('HMGET', sb .. ':tok', unpack(part))
+    for k = 1, #toks do total = total + (num(toks[k]) or 0) end
+  end
+  chunked('HDEL', sb .. ':tok', old)
+  redis.call('HINCRBY', sb .. ':tok', '#', 0 - total)  -- never -0: HINCRBY refuses it
+  redis.call('ZREMRANGEBYSCORE', sb .. ':log', '-inf', horizon)
+end
+-- limits of one candidate: configured (ARGV) lowered by learned (S:l)
+local function limits_of(sb, rpm, tpm, rpd, w)
+  if w == nil then return nil end
+  local lim = {rpm = rpm, tpm = tpm, rpd = rpd, span = span_of(w)}
+  local learned = redis.call('HGETALL', sb .. ':l')
+  for i = 1, #learned, 2 do
+    local dim, v = learned[i], tonumber(learned[i + 1])
+    if lim[dim] ~= nil and v < lim[dim] then lim[dim] = v end
+  end
+  return lim
+end
+local function day_count(sb, day) return num(redis.call('GET', sb .. ':d:' .. day)) or 0 end
+local function ready_at(sb, lim, now, tokens, midnight, day)
+  if lim == nil then return now end
+  local at = now
+  if lim.rpd ~= nil and day_count(sb, day) >= lim.rpd then
+    if lim.rpd > 0 then at = math.max(at, midnight) else return INF end
+  end
+  local n = redis.call('ZCARD', sb .. ':log')
+  if lim.rpm ~= nil then
+    if lim.rpm == 0 then return INF end
+    local excess = n - lim.rpm
+    if excess >= 0 then
+      local e = redis.call('ZRANGE', sb .. ':log', excess, excess, 'WITHSCORES')
+      at = math.max(at, tonumber(e[2]) + lim.span)
+    end
+  end
+  if lim.tpm == 0 then return INF end
+  if lim.tpm ~= nil and n > 0 then
+    local need = (num(redis.call('HGET', sb .. ':tok', '#')) or 0) + tokens - lim.tpm
+    if need > 0 then
+      local all = redis.call('ZRANGE', sb .. ':log', 0, -1, 'WITHSCORES')
+      local freed, found = 0, false
+      for i = 1, #all, 2 do
+        freed = freed + (num(redis.call('HGET', sb .. ':tok', all[i])) or 0)
+        if freed >= need then
+          at = math.max(at, tonumber(all[i + 1]) + lim.span)
+          found = true
+          break
+        end
+      end
+      if not found then at = math.max(at, tonumber(all[#all]) + lim.span) end
+    end
+  end
+  return at
+end
+"""
+
+# ARGV: prefix, tokens, book_until_s|'', offset, rid, warn_fraction, quarantine_ttl_s,
+#       inflight_ttl_s, salt_key|'', salt_ttl_s, then per candidate: fp, sb, rpm, tpm, rpd, w
+ADMIT = (
+    COMMON
+    + r"""
+local prefix, tokens, book = ARGV[1], tonumber(ARGV[2]), num(ARGV[3])
+local offset, rid, warn_at = tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
+local qttl, fttl = tonumber(ARGV[7]) * 1000, tonumber(ARGV[8])
+if ARGV[9] ~= '' then pexpire_max(ARGV[9], tonumber(ARGV[10]) * 1000) end
+local now = clock()
+local day = math.floor((now + offset) / 86400)
+local midnight = (day + 1) * 86400 - offset
+local quarantined, reasons, usable = {}, {}, false
+local earliest, best, best_at = INF, nil, INF
+local cands = {}
+for i = 11, #ARGV, 6 do
+  local c = {fp = ARGV[i], sb = ARGV[i + 1], idx = (i - 11) / 6}
+  c.kb = prefix .. ':{' .. c.fp .. '}'
+  local k = redis.call('HMGET', c.kb .. ':k', 'q', 'cu', 'cr')
+  if k[1] then
+    quarantined[#quarantined + 1] = c.fp
+    quarantined[#quarantined + 1] = k[1]
+    pexpire_max(c.kb .. ':k', qttl)  -- remembered while the key is still offered
+  else
+    usable = true
+    c.lim = limits_of(c.sb, num(ARGV[i + 2]), num(ARGV[i + 3]), num(ARGV[i + 4]),
+                      num(ARGV[i + 5]))
+    if c.lim ~= nil then prune(c.sb, now - c.lim.span) end
+    local s = redis.call('HMGET', c.sb .. ':c', 'u', 'r')
+    local kcu, scu = num(k[2]) or 0, num(s[1]) or 0
+    local cooling = math.max(kcu, scu)
+    local at = math.max(now, cooling, ready_at(c.sb, c.lim, now, tokens, midnight, day))
+    if at <= now then c.at = now; best = c; break end
+    if cooling > now then
+      local r = (scu >= kcu) and s[2] or k[3]
+      if r then reasons[r] = true end
+    end
+    if at < earliest then earliest = at end
+    if c.lim ~= nil and at < best_at then best, best_at = c, at; c.at = at end
+  end
+end
+if best == nil or best.at > now then
+  if not usable then
+    local out = {'q', fmt(now)}
+    for i = 1, #quarantined do out[#out + 1] = quarantined[i] end
+    return out
+  end
+  if book == nil or best == nil or best.at == INF or best.at > now + book then
+    local rs = {}
+    for r, _ in pairs(reasons) do rs[#rs + 1] = r end
+    table.sort(rs)
+    local reason = table.concat(rs, '; ')
+    if reason == '' then reason = 'no project has quota room' end
+    return {'w', fmt(earliest), fmt(now), reason}
+  end
+end
+local c = best
+redis.call('ZADD', c.kb .. ':f', now, rid)
+redis.call('ZREMRANGEBYSCORE', c.kb .. ':f', '-inf', now - fttl)
+pexpire_max(c.kb .. ':f', fttl * 1000)
+local at_day = math.floor((c.at + offset) / 86400)
+local warn = ''
+if c.lim ~= nil then
+  local span_ms = (c.at - now + c.lim.span) * 1000 + 1000
+  redis.call('ZADD', c.sb .. ':log', c.at, rid)
+  redis.call('HSET', c.sb .. ':tok', rid, tokens)
+  redis.call('HINCRBY', c.sb .. ':tok', '#', tokens)
+  pexpire_max(c.sb .. ':log', span_ms)
+  pexpire_max(c.sb .. ':tok', span_ms)
+  local dk = c.sb .. ':d:' .. at_day
+  local count = redis.call('INCR', dk)
+  local day_ms = ((at_day + 2) * 86400 - offset - now) * 1000
+  pexpire_max(dk, day_ms)
+  if c.lim.rpd ~= nil and c.lim.rpd > 0 and count / c.lim.rpd >= warn_at then
+    if redis.call('SET', c.sb .. ':w:' .. at_day, '1', 'NX', 'PX', math.ceil(day_ms)) then
+      warn = tostring(count)
+    end
+  end
+end
+return {'a', tostring(c.idx), fmt(c.at), fmt(now), tostring(at_day),
+        c.lim ~= nil and '1' or '0', warn, rid}
+"""
+)
+
+# ARGV: kb, sb, rid|'', counted, cancel, prompt_tokens|'', res_day, cool_scope_s|'',
+#       cool_key_s|'', reason, quarantine|'', quarantine_ttl_s, learned_ttl_s,
+#       then pairs dim, value
+SETTLE = (
+    COMMON
+    + r"""
+local kb, sb, rid = ARGV[1], ARGV[2], ARGV[3]
+local now = clock()
+if rid ~= '' then
+  redis.call('ZREM', kb .. ':f', rid)
+  if ARGV[4] == '1' then
+    local old = num(redis.call('HGET', sb .. ':tok', rid))
+    if ARGV[5] == '1' then
+      if redis.call('ZREM', sb .. ':log', rid) == 1 then
+        redis.call('HDEL', sb .. ':tok', rid)
+        redis.call('HINCRBY', sb .. ':tok', '#', 0 - (old or 0))  -- never -0
+        local dk = sb .. ':d:' .. ARGV[7]
+        if (num(redis.call('GET', dk)) or 0) > 0 then redis.call('DECR', dk) end
+      end
+    elseif ARGV[6] ~= '' and old ~= nil then
+      local new = tonumber(ARGV[6])
+      redis.call('HSET', sb .. ':tok', rid, new)
+      redis.call('HINCRBY', sb .. ':tok', '#', new - old)
+    end
+  end
+end
+local reason = ARGV[10]
+local cs = num(ARGV[8])
+if cs ~= nil then
+  local untl = now + cs
+  if untl > (num(redis.call('HGET', sb .. ':c', 'u')) or 0) then
+    redis.call('HSET', sb .. ':c', 'u', fmt(untl), 'r', reason)
+  end
+  pexpire_max(sb .. ':c', cs * 1000 + 1000)
+end
+local ks = num(ARGV[9])
+if ks ~= nil then
+  local untl = now + ks
+  if untl > (num(redis.call('HGET', kb .. ':k', 'cu')) or 0) then
+    redis.call('HSET', kb .. ':k', 'cu', fmt(untl), 'cr', reason)
+  end
+  pexpire_max(kb .. ':k', ks * 1000 + 1000)
+end
+if ARGV[11] ~= '' then
+  redis.call('HSET', kb .. ':k', 'q', ARGV[11])
+  pexpire_max(kb .. ':k', tonumber(ARGV[12]) * 1000)
+end
+for i = 14, #ARGV, 2 do
+  local cur = num(redis.call('HGET', sb .. ':l', ARGV[i]))
+  local v = tonumber(ARGV[i + 1])
+  if cur == nil or v < cur then redis.call('HSET', sb .. ':l', ARGV[i], v) end
+  pexpire_max(sb .. ':l', tonumber(ARGV[13]) * 1000)
+end
+return 1
+"""
+)
+
+# ARGV: prefix, offset, inflight_ttl_s, then per candidate: fp, sb, rpm, tpm, rpd, w
+SNAPSHOT = (
+    COMMON
+    + r"""
+local prefix, offset, fttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local now = clock()
+local day = math.floor((now + offset) / 86400)
+local out = {fmt(now)}
+for i = 4, #ARGV, 6 do
+  local fp, sb = ARGV[i], ARGV[i + 1]
+  local kb = prefix .. ':{' .. fp .. '}'
+  local k = redis.call('HMGET', kb .. ':k', 'q', 'cu', 'cr')
+  local flying = redis.call('ZCOUNT', kb .. ':f', now - fttl, '+inf')
+  local lim = limits_of(sb, num(ARGV[i + 2]), num(ARGV[i + 3]), num(ARGV[i + 4]),
+                        num(ARGV[i + 5]))
+  if lim ~= nil then prune(sb, now - lim.span) end
+  local s = redis.call('HMGET', sb .. ':c', 'u', 'r')
+  local learned = redis.call('HGETALL', sb .. ':l')
+  out[#out + 1] = {k[1] or '', k[2] or '0', k[3] or '', tostring(flying),
+                   s[1] or '0', s[2] or '', tostring(redis.call('ZCARD', sb .. ':log')),
+                   redis.call('HGET', sb .. ':tok', '#') or '0',
+                   tostring(day_count(sb, day)), learned}
+end
+return out
+"""
+)

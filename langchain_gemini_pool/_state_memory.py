@@ -1,0 +1,293 @@
+"""``InMemoryState``: the default backend, one process, no I/O.
+
+Also the outage fallback of ``RedisState``. Thread-safe (one lock, no method waits on
+anything but it); the async methods are the sync ones (they never block).
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_gemini_pool._clock import Clock, SystemClock
+from langchain_gemini_pool._state_decide import (
+    KeyView,
+    ScopeView,
+    Take,
+    decide,
+    room_of,
+    warning_of,
+)
+from langchain_gemini_pool._state_types import (
+    INFLIGHT_TTL_S,
+    QUARANTINE_TTL_S,
+    Admit,
+    Candidate,
+    Decision,
+    KeyStatus,
+    Reservation,
+    Scope,
+    ScopeStatus,
+    Settle,
+    Snapshot,
+    day_number,
+    effective_limits,
+    fingerprint_with,
+    pacific_offset,
+    reason_code,
+    span_of,
+)
+
+
+@dataclass
+class _Key:
+    view: KeyView = field(default_factory=KeyView)
+    quarantined_at: float = 0.0
+    flights: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class _Scope:
+    events: list[list[Any]] = field(default_factory=list)  # [time, tokens, id], time order
+    by_id: dict[str, list[Any]] = field(default_factory=dict)
+    token_sum: int = 0
+    days: dict[int, int] = field(default_factory=dict)  # Pacific day number -> requests
+    warned: set[int] = field(default_factory=set)  # days the 80% warning was given
+    cool_until: float = 0.0
+    cool_reason: str | None = None
+    learned: dict[str, int] = field(default_factory=dict)
+
+    def prune(self, horizon: float) -> None:
+        events = self.events
+        cut = 0
+        while cut < len(events) and events[cut][0] <= horizon:
+            gone = events[cut]
+            self.token_sum -= gone[1]
+            del self.by_id[gone[2]]
+            cut += 1
+        if cut:
+            del events[:cut]
+
+    def add(self, at: float, tokens: int, rid: str) -> None:
+        entry = [at, tokens, rid]
+        events = self.events
+        if not events or events[-1][0] <= at:
+            events.append(entry)
+        else:  # a booked future slot, then an earlier one: keep time order
+            events.insert(bisect.bisect_right([e[0] for e in events], at), entry)
+        self.by_id[rid] = entry
+        self.token_sum += tokens
+
+    def view(self, day: int) -> ScopeView:
+        return ScopeView(
+            events=self.events,
+            token_sum=self.token_sum,
+            day_count=self.days.get(day, 0),
+            cool_until=self.cool_until,
+            cool_reason=self.cool_reason,
+            learned=self.learned,
+        )
+
+
+class InMemoryState:
+    """Cooldowns, quarantines and quota windows in this process (the default).
+
+    Args:
+        clock: Where time comes from (tests pass a ``ManualClock``).
+    """
+
+    shared = False
+    name = "memory"
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self._clock: Clock = clock or SystemClock()
+        self._salt = os.urandom(32)
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._keys: dict[str, _Key] = {}
+        self._scopes: dict[Scope, _Scope] = {}
+        self._ids = itertools.count()
+
+    def __repr__(self) -> str:
+        return "InMemoryState()"
+
+    def _guard(self) -> threading.Lock:
+        if os.getpid() != self._pid:  # forked: the parent's threads (and their lock) are gone
+            self._pid, self._lock = os.getpid(), threading.Lock()
+        return self._lock
+
+    def fingerprint(self, secret: str) -> str:
+        return fingerprint_with(self._salt, secret)
+
+    # --- admit ------------------------------------------------------------------------------
+
+    def admit(
+        self, candidates: Sequence[Candidate], tokens: float, *, book_until_s: float | None = None
+    ) -> Decision:
+        if not candidates:
+            raise ValueError("admit needs at least one candidate key.")
+        with self._guard():
+            return self._admit(candidates, tokens, book_until_s)
+
+    async def aadmit(
+        self, candidates: Sequence[Candidate], tokens: float, *, book_until_s: float | None = None
+    ) -> Decision:
+        return self.admit(candidates, tokens, book_until_s=book_until_s)
+
+    def _admit(
+        self, candidates: Sequence[Candidate], tokens: float, book_until_s: float | None
+    ) -> Decision:
+        now = self._clock.now()
+        day = day_number(now, pacific_offset(now))
+        need = max(0, int(-(-tokens // 1)))
+        keys: dict[str, KeyView] = {}
+        for cand in candidates:
+            rec = self._keys.get(cand.fingerprint)
+            if rec is not None:
+                if rec.view.quarantine and now - rec.quarantined_at > QUARANTINE_TTL_S:
+                    rec.view.quarantine = None
+                keys[cand.fingerprint] = rec.view
+
+        def view(cand: Candidate) -> ScopeView:
+            scope = self._scopes.get(cand.scope)
+            if scope is None:
+                return _EMPTY
+            limits = effective_limits(cand.limits, scope.learned)
+            if limits is not None:
+                scope.prune(now - span_of(limits))
+            return scope.view(day)
+
+        decision = decide(candidates, keys, view, need, now, book_until_s)
+        if not isinstance(decision, Take):
+            return decision
+        return self._take(candidates[decision.index], decision, need, now)
+
+    def _take(self, cand: Candidate, take: Take, tokens: int, now: float) -> Admit:
+        rid = f"m{next(self._ids)}"
+        key = self._keys.setdefault(cand.fingerprint, _Key())
+        key.flights[rid] = now
+        if len(key.flights) > 64:  # drop flights a lost caller never settled
+            for old, t in list(key.flights.items()):
+                if now - t > INFLIGHT_TTL_S:
+                    del key.flights[old]
+        at_day = day_number(take.at, pacific_offset(take.at))
+        counted = take.limits is not None
+        warning = None
+        if counted:
+            scope = self._scopes.setdefault(cand.scope, _Scope())
+            scope.add(take.at, tokens, rid)
+            if at_day not in scope.days and len(scope.days) > 2:  # forget past days
+                for past in [d for d in scope.days if d < at_day - 1]:
+                    del scope.days[past]
+                    scope.warned.discard(past)
+            count = scope.days[at_day] = scope.days.get(at_day, 0) + 1
+            if at_day not in scope.warned:
+                warning = warning_of(cand.scope, count, take.limits)
+                if warning is not None:
+                    scope.warned.add(at_day)
+        reservation = Reservation(
+            cand.fingerprint, cand.scope, rid, take.at, tokens, at_day, counted
+        )
+        return Admit(take.index, reservation, now, warning)
+
+    # --- settle -----------------------------------------------------------------------------
+
+    def settle(self, outcome: Settle) -> None:
+        with self._guard():
+            self._settle(outcome, self._clock.now())
+
+    async def asettle(self, outcome: Settle) -> None:
+        self.settle(outcome)
+
+    def _settle(self, o: Settle, now: float) -> None:
+        key = self._keys.setdefault(o.fingerprint, _Key())
+        scope = self._scopes.get(o.scope)
+        res = o.reservation
+        if res is not None:
+            key.flights.pop(res.id, None)
+            if res.counted and scope is not None and (o.cancel or o.prompt_tokens is not None):
+                self._correct(scope, res, o)
+        reason = reason_code(o.cool_reason) or "cooling down"
+        if o.cool_scope_s is not None:
+            scope = self._scopes.setdefault(o.scope, _Scope())
+            until = now + o.cool_scope_s
+            if until > scope.cool_until:
+                scope.cool_until, scope.cool_reason = until, reason
+        if o.cool_key_s is not None:
+            until = now + o.cool_key_s
+            if until > key.view.cool_until:
+                key.view.cool_until, key.view.cool_reason = until, reason
+        if o.quarantine is not None:
+            key.view.quarantine = reason_code(o.quarantine)
+            key.quarantined_at = now
+        if o.learned:
+            scope = self._scopes.setdefault(o.scope, _Scope())
+            for dim, value in o.learned.items():
+                if dim in ("rpm", "tpm", "rpd"):
+                    scope.learned[dim] = min(int(value), scope.learned.get(dim, int(value)))
+
+    @staticmethod
+    def _correct(scope: _Scope, res: Reservation, o: Settle) -> None:
+        entry = scope.by_id.get(res.id)
+        if entry is None:  # expired, or already given back
+            return
+        if o.cancel:
+            scope.events.remove(entry)
+            del scope.by_id[res.id]
+            scope.token_sum -= entry[1]
+            if scope.days.get(res.day, 0) > 0:
+                scope.days[res.day] -= 1
+        else:
+            tokens = max(0, int(o.prompt_tokens or 0))
+            scope.token_sum += tokens - entry[1]
+            entry[1] = tokens
+
+    # --- reporting --------------------------------------------------------------------------
+
+    def snapshot(self, candidates: Sequence[Candidate]) -> Snapshot:
+        with self._guard():
+            now = self._clock.now()
+            day = day_number(now, pacific_offset(now))
+            keys: dict[str, KeyStatus] = {}
+            scopes: dict[Scope, ScopeStatus] = {}
+            for cand in candidates:
+                rec = self._keys.get(cand.fingerprint, _Key())
+                v = rec.view
+                keys[cand.fingerprint] = KeyStatus(
+                    cand.fingerprint, v.quarantine, v.cool_until, v.cool_reason, len(rec.flights)
+                )
+                scope = self._scopes.get(cand.scope, _Scope())
+                limits = effective_limits(cand.limits, scope.learned)
+                if limits is not None:
+                    scope.prune(now - span_of(limits))
+                scopes[cand.scope] = ScopeStatus(
+                    cand.scope,
+                    scope.cool_until,
+                    scope.cool_reason,
+                    room_of(
+                        limits,
+                        len(scope.events),
+                        scope.token_sum,
+                        scope.days.get(day, 0),
+                    ),
+                    limits,
+                )
+            return Snapshot(now, keys, scopes, self.shared, self.name)
+
+    def reset(self, fingerprint: str, scope: Scope) -> None:
+        with self._guard():
+            self._keys.pop(fingerprint, None)
+            rec = self._scopes.get(scope)
+            if rec is not None:
+                rec.cool_until, rec.cool_reason = 0.0, None
+
+    def close(self) -> None:
+        """Nothing to close (kept for the protocol)."""
+
+
+_EMPTY = ScopeView()

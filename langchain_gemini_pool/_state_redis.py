@@ -1,0 +1,404 @@
+"""``RedisState``: one pool across every process of every machine.
+
+Each decision is one Lua script (``_state_lua.py``) run atomically in Redis with the
+server's clock. redis-py is an optional extra, imported when a ``RedisState`` is built.
+Sync methods use ``redis.Redis``; async ones ``redis.asyncio`` (one client per event loop),
+so the event loop never blocks on Redis. Clients are rebuilt after ``fork``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from langchain_gemini_pool._state_lua import ADMIT, SETTLE, SNAPSHOT
+from langchain_gemini_pool._state_memory import InMemoryState
+from langchain_gemini_pool._state_redis_codec import (
+    admit_args,
+    cand_args,
+    decode_admit,
+    decode_snapshot,
+    safe_url,
+    scope_base,
+    settle_args,
+)
+from langchain_gemini_pool._state_types import (
+    INFLIGHT_TTL_S,
+    Admit,
+    Candidate,
+    Decision,
+    OutagePolicy,
+    Reservation,
+    Scope,
+    Settle,
+    Snapshot,
+    fingerprint_with,
+    pacific_offset,
+)
+
+logger = logging.getLogger("langchain_gemini_pool")
+
+SALT_TTL_S = 90 * 86400
+"""The salt outlives every quarantine; each process refreshes it hourly while it runs."""
+
+T = TypeVar("T")
+
+
+class RedisState:
+    """Cooldowns, quarantines and quota windows shared by every process that uses ``url``.
+
+    Args:
+        url: ``redis://[:password@]host:port/db``, ``rediss://…`` (TLS) or
+            ``unix:///path/to/redis.sock``.
+        prefix: Start of every key name (several deployments can share one Redis).
+        on_outage: What to do when Redis stops answering mid-run: ``"local"`` (default)
+            decide in this process until it is back (one WARNING each way), ``"closed"``
+            raise ``ConnectionError``, ``"open"`` send without limits.
+        timeout: Connect and socket timeout, seconds (a hung Redis must not hang requests).
+
+    Raises:
+        ValueError: ``on_outage`` or the URL is not valid.
+        ConnectionError: Redis cannot be reached, or refuses the password (the message
+            names the URL without its password).
+    """
+
+    shared = True
+    name = "redis"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "gemini-pool",
+        on_outage: OutagePolicy = "local",
+        timeout: float = 1.0,
+    ) -> None:
+        if on_outage not in ("local", "closed", "open"):
+            raise ValueError(f"on_outage must be 'local', 'closed' or 'open', not {on_outage!r}.")
+        if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(
+                f"RedisState needs a redis://, rediss:// or unix:// URL, not {safe_url(url)!r}."
+            )
+        try:
+            import redis  # noqa: F401 (optional extra: fail here, clearly)
+        except ImportError:  # pragma: no cover - the test extra installs it
+            raise ImportError(
+                "RedisState needs redis-py: pip install 'langchain-gemini-pool[redis]'."
+            ) from None
+        self.url = url
+        self.prefix = prefix
+        self.on_outage: OutagePolicy = on_outage
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._pid = -1
+        self._client: Any = None
+        self._scripts: dict[str, Any] = {}
+        self._aclients: weakref.WeakKeyDictionary[Any, tuple[Any, dict[str, Any]]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._down = False
+        self._retry_at = 0.0
+        self._backoff = 0.5
+        self._local: InMemoryState | None = None
+        self._pending: list[tuple[float, Settle]] = []  # outage verdicts Redis must learn
+        self._salt_refreshed = 0.0
+        self._salt = self._connect_and_salt()
+
+    def __repr__(self) -> str:
+        return f"RedisState({safe_url(self.url)!r}, prefix={self.prefix!r})"
+
+    # --- connections ------------------------------------------------------------------------
+
+    def _options(self) -> dict[str, Any]:
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        return {
+            "socket_connect_timeout": self.timeout,
+            "socket_timeout": self.timeout,
+            "retry": Retry(NoBackoff(), 0),  # the outage policy decides, not hidden retries
+        }
+
+    def _sync(self) -> tuple[Any, dict[str, Any]]:
+        if self._pid != os.getpid():  # first use, or a forked child: new sockets
+            import redis
+
+            client = redis.Redis.from_url(self.url, **self._options())
+            scripts = {name: client.register_script(src) for name, src in _SCRIPTS.items()}
+            self._client, self._scripts, self._pid = client, scripts, os.getpid()
+            self._aclients = weakref.WeakKeyDictionary()
+        return self._client, self._scripts
+
+    def _async(self) -> dict[str, Any]:
+        import asyncio
+
+        import redis.asyncio as aredis
+
+        self._sync()  # fork check
+        loop = asyncio.get_running_loop()
+        entry = self._aclients.get(loop)
+        if entry is None:
+            client = aredis.Redis.from_url(self.url, **self._options())
+            scripts = {name: client.register_script(src) for name, src in _SCRIPTS.items()}
+            entry = (client, scripts)
+            self._aclients[loop] = entry
+        return entry[1]
+
+    def _connect_and_salt(self) -> bytes:
+        import redis
+
+        client, _ = self._sync()
+        salt_key = f"{self.prefix}:salt"
+        try:
+            client.set(salt_key, os.urandom(32), nx=True, ex=SALT_TTL_S)
+            client.expire(salt_key, SALT_TTL_S)
+            salt = client.get(salt_key)
+        except redis.AuthenticationError:
+            raise ConnectionError(
+                f"Redis at {safe_url(self.url)} refused the password (or needs one): "
+                "check the URL's user and password."
+            ) from None
+        except redis.ResponseError as exc:
+            if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
+                raise ConnectionError(
+                    f"Redis at {safe_url(self.url)} refused the password (or needs one): "
+                    "check the URL's user and password."
+                ) from None
+            raise
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            raise ConnectionError(
+                f"Cannot reach Redis at {safe_url(self.url)} ({type(exc).__name__}): is it "
+                "running, and is the address right?"
+            ) from None
+        self._salt_refreshed = time.monotonic()
+        return bytes(salt)
+
+    def fingerprint(self, secret: str) -> str:
+        return fingerprint_with(self._salt, secret)
+
+    def _salt_due(self) -> str:
+        if time.monotonic() - self._salt_refreshed < 3600:
+            return ""
+        self._salt_refreshed = time.monotonic()
+        return f"{self.prefix}:salt"
+
+    # --- the outage policy ------------------------------------------------------------------
+
+    def _skip_redis(self) -> bool:
+        return self._down and time.monotonic() < self._retry_at
+
+    def _went_down(self, exc: BaseException) -> None:
+        with self._lock:
+            self._retry_at = time.monotonic() + self._backoff
+            self._backoff = min(30.0, self._backoff * 2)
+            if self._down:
+                return
+            self._down = True
+        if self.on_outage == "closed":
+            return
+        logger.warning(
+            "Shared state at %s is unreachable (%s); %s until it is back.",
+            safe_url(self.url),
+            type(exc).__name__,
+            "deciding in this process" if self.on_outage == "local" else "sending without limits",
+        )
+
+    def _came_back(self) -> None:
+        with self._lock:
+            was_down, self._down, self._backoff = self._down, False, 0.5
+        if was_down:
+            logger.warning("Shared state at %s is back.", safe_url(self.url))
+
+    def _closed_error(self) -> ConnectionError:
+        return ConnectionError(
+            f"Shared state at {safe_url(self.url)} is unreachable and on_outage='closed': "
+            "not sending without the deployment's limits. Restore Redis, or choose "
+            "on_outage='local'."
+        )
+
+    def _fallback(self) -> InMemoryState:
+        if self._local is None:
+            self._local = InMemoryState()
+        return self._local
+
+    def _admit_offline(
+        self, candidates: Sequence[Candidate], tokens: float, book_until_s: float | None
+    ) -> Decision:
+        if self.on_outage == "closed":
+            raise self._closed_error()
+        if self.on_outage == "open":
+            now = time.time()
+            c = candidates[0]
+            res = Reservation(c.fingerprint, c.scope, "open", now, 0, 0, False, home="open")
+            return Admit(0, res, now)
+        decision = self._fallback().admit(candidates, tokens, book_until_s=book_until_s)
+        if isinstance(decision, Admit):
+            res = decision.reservation
+            local = dataclasses.replace(res, home="local")
+            return Admit(decision.index, local, decision.now, decision.warning)
+        return decision
+
+    def _run(self, call: Callable[[], T], offline: Callable[[], T]) -> T:
+        import redis
+
+        if self._skip_redis():
+            return offline()
+        try:
+            result = call()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            self._went_down(exc)
+            return offline()
+        if self._down:
+            self._came_back()
+            for argv in self._replay():
+                with contextlib.suppress(redis.RedisError):
+                    self._sync()[1]["settle"](args=argv)
+        return result
+
+    async def _arun(self, call: Callable[[], Awaitable[T]], offline: Callable[[], T]) -> T:
+        import redis
+
+        if self._skip_redis():
+            return offline()
+        try:
+            result = await call()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            self._went_down(exc)
+            return offline()
+        if self._down:
+            self._came_back()
+            for argv in self._replay():
+                with contextlib.suppress(redis.RedisError):
+                    await self._async()["settle"](args=argv)
+        return result
+
+    def _replay(self) -> list[list[Any]]:
+        """Cooldowns, quarantines and learned limits decided during the outage, for Redis
+        (so the other processes learn them too); cooldowns shortened by the time passed."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+        out = []
+        for when, o in pending:
+            passed = time.monotonic() - when
+            cool_scope = None if o.cool_scope_s is None else o.cool_scope_s - passed
+            cool_key = None if o.cool_key_s is None else o.cool_key_s - passed
+            o = dataclasses.replace(
+                o,
+                cool_scope_s=cool_scope if cool_scope and cool_scope > 0 else None,
+                cool_key_s=cool_key if cool_key and cool_key > 0 else None,
+            )
+            if o.cool_scope_s or o.cool_key_s or o.quarantine or o.learned:
+                out.append(settle_args(o, scope_base(self.prefix, o.scope), self.prefix))
+        return out
+
+    # --- the protocol -----------------------------------------------------------------------
+
+    def _admit_argv(
+        self, candidates: Sequence[Candidate], tokens: float, book: float | None
+    ) -> list[Any]:
+        bases = [scope_base(self.prefix, c.scope) for c in candidates]
+        return admit_args(
+            self.prefix, candidates, bases, tokens, book, self._salt_due(), SALT_TTL_S
+        )
+
+    def admit(
+        self, candidates: Sequence[Candidate], tokens: float, *, book_until_s: float | None = None
+    ) -> Decision:
+        if not candidates:
+            raise ValueError("admit needs at least one candidate key.")
+
+        def call() -> Decision:
+            argv = self._admit_argv(candidates, tokens, book_until_s)
+            raw = self._sync()[1]["admit"](args=argv)
+            return decode_admit(raw, candidates, tokens)
+
+        return self._run(call, lambda: self._admit_offline(candidates, tokens, book_until_s))
+
+    async def aadmit(
+        self, candidates: Sequence[Candidate], tokens: float, *, book_until_s: float | None = None
+    ) -> Decision:
+        if not candidates:
+            raise ValueError("admit needs at least one candidate key.")
+
+        async def call() -> Decision:
+            argv = self._admit_argv(candidates, tokens, book_until_s)
+            raw = await self._async()["admit"](args=argv)
+            return decode_admit(raw, candidates, tokens)
+
+        return await self._arun(call, lambda: self._admit_offline(candidates, tokens, book_until_s))
+
+    def _settle_offline(self, outcome: Settle) -> None:
+        if self.on_outage == "closed":
+            raise self._closed_error()
+        if self.on_outage == "local":
+            self._fallback().settle(outcome)
+            verdict = dataclasses.replace(outcome, reservation=None, prompt_tokens=None)
+            if verdict.cool_scope_s or verdict.cool_key_s or verdict.quarantine or verdict.learned:
+                with self._lock:
+                    if len(self._pending) < 1000:
+                        self._pending.append((time.monotonic(), verdict))
+
+    def settle(self, outcome: Settle) -> None:
+        home = outcome.reservation.home if outcome.reservation else "backend"
+        if home != "backend":
+            if home == "local":
+                self._fallback().settle(outcome)
+            return
+        argv = settle_args(outcome, scope_base(self.prefix, outcome.scope), self.prefix)
+        self._run(
+            lambda: self._sync()[1]["settle"](args=argv), lambda: self._settle_offline(outcome)
+        )
+
+    async def asettle(self, outcome: Settle) -> None:
+        home = outcome.reservation.home if outcome.reservation else "backend"
+        if home != "backend":
+            if home == "local":
+                self._fallback().settle(outcome)
+            return
+        argv = settle_args(outcome, scope_base(self.prefix, outcome.scope), self.prefix)
+
+        async def call() -> None:
+            await self._async()["settle"](args=argv)
+
+        await self._arun(call, lambda: self._settle_offline(outcome))
+
+    def snapshot(self, candidates: Sequence[Candidate]) -> Snapshot:
+        argv: list[Any] = [self.prefix, pacific_offset(time.time()), INFLIGHT_TTL_S]
+        for c in candidates:
+            argv += cand_args(c, scope_base(self.prefix, c.scope))
+
+        def call() -> Snapshot:
+            return decode_snapshot(self._sync()[1]["snapshot"](args=argv), candidates)
+
+        def offline() -> Snapshot:
+            if self.on_outage == "closed":
+                raise self._closed_error()
+            snap = self._fallback().snapshot(candidates)
+            return Snapshot(snap.now, snap.keys, snap.scopes, False, "redis (offline: local)")
+
+        return self._run(call, offline)
+
+    def reset(self, fingerprint: str, scope: Scope) -> None:
+        client = self._sync()[0]
+        pipe = client.pipeline(transaction=True)
+        pipe.delete(f"{self.prefix}:{{{fingerprint}}}:k")
+        pipe.delete(f"{scope_base(self.prefix, scope)}:c")
+        self._run(pipe.execute, lambda: None)
+        if self._local is not None:
+            self._local.reset(fingerprint, scope)
+
+    def close(self) -> None:
+        if self._client is not None and self._pid == os.getpid():
+            self._client.close()
+        self._pid = -1
+
+
+_SCRIPTS = {"admit": ADMIT, "settle": SETTLE, "snapshot": SNAPSHOT}

@@ -1,0 +1,136 @@
+"""Redis lost mid-run: killed, or hung (SIGSTOP). Each outage policy, and the way back."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import pytest
+
+from langchain_gemini_pool import QuotaLimits, RedisState
+from langchain_gemini_pool._state_types import Admit, Candidate, Scope, Settle, WaitUntil
+from tests.state.conftest import RedisServer
+
+S = Scope("proj", "gemini-2.5-flash")
+LIMITS = QuotaLimits(rpm=1000, window_s=60)
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def _wait_back(state: RedisState, c: Candidate) -> Admit:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        decision = state.admit([c], 0)
+        assert isinstance(decision, Admit)
+        if decision.reservation.home == "backend":
+            return decision
+        time.sleep(0.1)
+    raise AssertionError("RedisState never went back to Redis")
+
+
+@pytest.mark.parametrize("how", ["kill", "sigstop"])
+def test_local_fallback_warns_once_and_comes_back(
+    redis_factory: Callable[..., RedisServer], caplog: pytest.LogCaptureFixture, how: str
+) -> None:
+    server = redis_factory()
+    state = RedisState(server.url, timeout=0.3)
+    c = Candidate(state.fingerprint("fake-key-outage"), S, LIMITS)
+    first = state.admit([c], 0)
+    assert isinstance(first, Admit)
+    assert first.reservation.home == "backend"
+    if how == "kill":
+        server.proc.kill()  # type: ignore[union-attr]
+        server.proc.wait()  # type: ignore[union-attr]
+    else:
+        server.pause()
+    caplog.set_level(logging.WARNING, logger="langchain_gemini_pool")
+    started = time.monotonic()
+    local = [state.admit([c], 0) for _ in range(20)]
+    elapsed = time.monotonic() - started
+    assert all(isinstance(d, Admit) and d.reservation.home == "local" for d in local)
+    assert elapsed < 2.0  # a hung Redis costs one short timeout, not one per request
+    state.settle(Settle(c.fingerprint, S, first.reservation, prompt_tokens=3))  # no error
+    for decision in local:
+        assert isinstance(decision, Admit)
+        state.settle(Settle(c.fingerprint, S, decision.reservation, prompt_tokens=1))
+    down = _warnings(caplog)
+    assert len(down) == 1
+    assert "unreachable" in down[0]
+    assert server.url in down[0]
+    # a cooldown set while Redis is away still holds in this process
+    state.settle(Settle(c.fingerprint, S, cool_scope_s=60, cool_reason="429 local"))
+    assert isinstance(state.admit([c], 0), WaitUntil)
+    bad = Candidate(state.fingerprint("fake-key-found-bad"), Scope("p2", "m"), None)
+    state.settle(Settle(bad.fingerprint, bad.scope, quarantine="400 API_KEY_INVALID"))
+
+    if how == "kill":
+        server.start()  # same port, empty data
+    else:
+        server.resume()
+    back = _wait_back(state, Candidate(c.fingerprint, Scope("proj", "other-model"), LIMITS))
+    assert back.reservation.home == "backend"
+    messages = _warnings(caplog)
+    assert len(messages) == 2
+    assert "is back" in messages[1]
+    # what this process learned while Redis was away now holds for every process
+    fresh = RedisState(server.url)
+    cooled = fresh.admit([c], 0)
+    assert isinstance(cooled, WaitUntil)
+    assert cooled.reason == "429 local"
+    assert 50 < cooled.delay <= 60
+    assert fresh.snapshot([bad]).keys[bad.fingerprint].quarantine == "400 API_KEY_INVALID"
+
+
+def test_closed_raises_a_clear_error(
+    redis_factory: Callable[..., RedisServer],
+) -> None:
+    server = redis_factory()
+    state = RedisState(server.url, on_outage="closed", timeout=0.3)
+    c = Candidate(state.fingerprint("fake-key-closed"), S, LIMITS)
+    assert isinstance(state.admit([c], 0), Admit)
+    server.pause()
+    with pytest.raises(ConnectionError, match="on_outage='closed'") as info:
+        state.admit([c], 0)
+    assert server.url in str(info.value)
+    with pytest.raises(ConnectionError):
+        state.settle(Settle(c.fingerprint, S, cool_scope_s=1))
+    server.resume()
+    time.sleep(0.6)  # the first retry after the backoff
+    assert isinstance(state.admit([c], 0), Admit)
+
+
+async def test_async_paths_follow_the_policy(
+    redis_factory: Callable[..., RedisServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    server = redis_factory()
+    state = RedisState(server.url, timeout=0.3)
+    c = Candidate(state.fingerprint("fake-key-async"), S, LIMITS)
+    first = await state.aadmit([c], 0)
+    assert isinstance(first, Admit)
+    assert first.reservation.home == "backend"
+    server.pause()
+    caplog.set_level(logging.WARNING, logger="langchain_gemini_pool")
+    fallback = await state.aadmit([c], 0)
+    assert isinstance(fallback, Admit)
+    assert fallback.reservation.home == "local"
+    await state.asettle(Settle(c.fingerprint, S, fallback.reservation, prompt_tokens=1))
+    assert len(_warnings(caplog)) == 1
+    server.resume()
+
+
+def test_open_sends_without_limits(redis_factory: Callable[..., RedisServer]) -> None:
+    server = redis_factory()
+    state = RedisState(server.url, on_outage="open", timeout=0.3)
+    tight = Candidate(state.fingerprint("fake-key-open"), S, QuotaLimits(rpm=1, window_s=60))
+    assert isinstance(state.admit([tight], 0), Admit)
+    assert isinstance(state.admit([tight], 0), WaitUntil)
+    server.pause()
+    for _ in range(5):
+        decision = state.admit([tight], 0)
+        assert isinstance(decision, Admit)
+        assert decision.reservation.home == "open"
+        state.settle(Settle(tight.fingerprint, S, decision.reservation, prompt_tokens=1))
+    server.resume()
