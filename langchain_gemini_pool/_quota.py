@@ -153,6 +153,27 @@ class ProjectWindow:
         if id(entry) in self._live:
             self._tokens += delta
 
+    def give_back(self, entry: list[float]) -> bool:
+        """Forget a reservation whose request was never sent (cancelled, interrupted, failed
+        before the send): the window and today's count are as if it never existed.
+
+        Returns False when there was nothing to give back: no limits, already given back, or
+        already out of the window (a slot whose time passed more than a window ago was used
+        or is stale; today's count then keeps it).
+        """
+        if id(entry) not in self._live:
+            return False
+        events = self._events
+        for i, event in enumerate(events):  # by identity: equal entries are distinct requests
+            if event is entry:
+                del events[i]
+                break
+        self._live.discard(id(entry))
+        self._tokens = max(0.0, self._tokens - entry[1]) if events else 0.0
+        if pacific_day(entry[0]) == self._day and self._day_count > 0:
+            self._day_count -= 1
+        return True
+
     def room(self, now: float) -> dict[str, int | None]:
         """What is left now in each window (None where no limit is set)."""
         limits = self.limits
