@@ -46,29 +46,34 @@ async def until(condition: Callable[[], bool], what: str) -> None:
 async def test_cancelled_waiters_leave_no_phantom_slots(
     emulator: Emulator, make_pool: MakePool
 ) -> None:
-    """The issue's case: rpm=2, window_s=2, ten waiters cancelled by client timeouts."""
+    """The issue's case (rpm=2, ten waiters cancelled), with windows long enough that no
+    booked slot comes due during the test however slow the machine."""
     server = emulator(keys=ONE)
-    limits = QuotaLimits(rpm=2, rpd=100, window_s=2)
-    pool = make_pool(server, api_keys=ONE, limits=limits, max_wait=60)
+    limits = QuotaLimits(rpm=2, rpd=100, window_s=30)
+    pool = make_pool(server, api_keys=ONE, limits=limits, max_wait=600)
     await asyncio.gather(pool.ainvoke("one"), pool.ainvoke("two"))
     waiters = [asyncio.create_task(pool.ainvoke(f"waiter {i}")) for i in range(10)]
     await until(lambda: row(pool)["in_flight"] == 10, "ten waiters holding booked slots")
     for task in waiters:
         task.cancel()
     results = await asyncio.gather(*waiters, return_exceptions=True)
-    cancelled = sum(isinstance(r, asyncio.CancelledError) for r in results)
-    assert cancelled >= 8  # (a slow machine may have let the first booked slot come due)
+    assert all(isinstance(r, asyncio.CancelledError) for r in results)
+    assert sent(server) == 2
     now = pool._clock.now()
     status = row(pool)
     assert status["in_flight"] == 0
     assert status["room"]["rpd"] == 100 - sent(server)  # today's count = what was sent
-    # every real request is out of the window one span from now; a phantom would not be
     span = limits.window_s + min(WINDOW_MARGIN_S, 0.01 * limits.window_s)
+    # the next request books the first slot after the two real ones, not the twelfth
+    plan = pool._plan(None)
+    pause = plan.next()
+    assert isinstance(pause, float)
+    assert pause <= span
+    plan.close()
+    assert row(pool)["in_flight"] == 0
+    # every real request is out of the window one span from now; a phantom would not be
     later = pool._scheduler.status(now + span + 0.01)[0]
     assert later["room"]["rpm"] == 2
-    await pool.ainvoke("the next request")
-    assert row(pool)["room"]["rpd"] == 100 - sent(server)
-    assert server.stats()["total"]["ok"] == sent(server)
 
 
 def test_a_sync_stream_abandoned_early_releases_its_key(
@@ -88,7 +93,7 @@ def test_a_sync_stream_abandoned_early_releases_its_key(
 async def test_an_ainvoke_cancelled_mid_call_releases_its_key(
     emulator: Emulator, make_pool: MakePool
 ) -> None:
-    server = emulator(keys=ONE, faults=Faults(latency_s=1.0))
+    server = emulator(keys=ONE, faults=Faults(latency_s=3.0))
     pool = make_pool(server, api_keys=ONE, limits=QuotaLimits(rpd=50))
     task = asyncio.create_task(pool.ainvoke("slow question"))
     await until(lambda: sent(server) == 1, "the emulator received the request")
@@ -105,7 +110,7 @@ async def test_an_ainvoke_cancelled_mid_call_releases_its_key(
 async def test_an_astream_cancelled_before_its_first_chunk_releases_its_key(
     emulator: Emulator, make_pool: MakePool
 ) -> None:
-    server = emulator(keys=ONE, faults=Faults(latency_s=1.0))
+    server = emulator(keys=ONE, faults=Faults(latency_s=3.0))
     pool = make_pool(server, api_keys=ONE, limits=QuotaLimits(rpd=50))
 
     async def consume() -> list[Any]:
