@@ -8,6 +8,7 @@ where a real clock is needed (tasks waiting concurrently), nothing depends on it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -184,3 +185,16 @@ async def test_an_astream_corrects_its_estimated_tokens(
     used = server.stats()["total"]["prompt_tokens"]
     assert used != _estimate_tokens(MANY_SHORT)
     assert row(pool)["room"]["tpm"] == 1000 - used
+
+
+async def test_an_astream_closed_early_releases_its_key(
+    emulator: Emulator, make_pool: MakePool
+) -> None:
+    server = emulator(keys=ONE)
+    pool = make_pool(server, api_keys=ONE, limits=QuotaLimits(rpd=50))
+    async with contextlib.aclosing(pool.astream("a long story about many things")) as stream:
+        async for _ in stream:
+            break  # the caller stops reading, and closes the stream
+    # LangChain's inner generators are closed by the event loop's finalizer, a few turns on
+    await until(lambda: row(pool)["in_flight"] == 0, "the abandoned stream gave its key back")
+    assert row(pool)["room"]["rpd"] == 50 - sent(server) == 49
