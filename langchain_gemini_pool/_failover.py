@@ -148,13 +148,19 @@ class RequestPlan:
         self._scheduler.on_success(pick, prompt_tokens)
         self._record(pick, "ok")
 
-    def cancelled(self, pick: Pick) -> None:
-        self._scheduler.release(pick)
+    def cancelled(
+        self, pick: Pick, *, sent: bool = True, prompt_tokens: float | None = None
+    ) -> None:
+        """The attempt on ``pick`` ended without an outcome: cancelled, interrupted, or a
+        stream the caller stopped reading. Its key is given back; its window slot too when
+        the request was never ``sent``. ``prompt_tokens``, if the server reported them before
+        the end, correct the estimate of a sent request."""
+        self._scheduler.release(pick, sent=sent, prompt_tokens=prompt_tokens)
 
     def close(self) -> None:
-        """The request is over: a slot it booked and never used gives its key back."""
+        """The request is over: a slot it booked and never used is given back in full."""
         if self._booked is not None:
-            self._scheduler.release(self._booked)
+            self._scheduler.release(self._booked, sent=False)
             self._booked = None
 
     def _record(self, pick: Pick, outcome: str) -> None:

@@ -65,7 +65,7 @@ class ProjectWindow:
 
     def __init__(self, limits: QuotaLimits | None) -> None:
         self.limits = limits
-        self._events: deque[list[float]] = deque()  # [time, tokens]
+        self._events: deque[list[float]] = deque()  # entries [time, tokens, in today's count]
         self._live: set[int] = set()  # id() of each entry in _events: O(1) "still counted?"
         self._tokens = 0.0
         self._day = ""
@@ -114,10 +114,10 @@ class ProjectWindow:
             need = self._tokens + tokens - limits.tpm
             if need > 1e-9:
                 freed = 0.0
-                for t, used in self._events:
-                    freed += used
+                for event in self._events:
+                    freed += event[1]
                     if freed >= need:
-                        at = max(at, t + self._span)
+                        at = max(at, event[0] + self._span)
                         break
                 else:
                     # Only an empty window admits it. (``_tokens`` is a running sum, so it
@@ -127,9 +127,9 @@ class ProjectWindow:
 
     def reserve(self, now: float, tokens: float) -> list[float]:
         """Count a request sent at ``now``; returns its entry so its tokens can be corrected."""
-        entry = [now, float(tokens)]
         if self.limits is None:  # purely reactive: nothing to count
-            return entry
+            return [now, float(tokens), 0.0]
+        entry = [now, float(tokens), 1.0]
         self._roll_day(now)
         self._day_count += 1
         # ``now`` may be a booked future slot: never prune with it (events that expire by
@@ -152,6 +152,27 @@ class ProjectWindow:
         # The caller holds ``entry``, so no other live object shares its id().
         if id(entry) in self._live:
             self._tokens += delta
+
+    def give_back(self, entry: list[float]) -> bool:
+        """Forget a reservation whose request was never sent (cancelled, interrupted, failed
+        before the send): the window and today's count are as if it never existed.
+
+        Returns False when there was nothing to give back (no limits, or given back already).
+        """
+        if len(entry) < 3 or not entry[2]:
+            return False
+        entry[2] = 0.0
+        if pacific_day(entry[0]) == self._day and self._day_count > 0:
+            self._day_count -= 1
+        if id(entry) in self._live:  # still in the window (not slid out of it yet)
+            events = self._events
+            for i, event in enumerate(events):  # by identity: equal entries are two requests
+                if event is entry:
+                    del events[i]
+                    break
+            self._live.discard(id(entry))
+            self._tokens = max(0.0, self._tokens - entry[1]) if events else 0.0
+        return True
 
     def room(self, now: float) -> dict[str, int | None]:
         """What is left now in each window (None where no limit is set)."""

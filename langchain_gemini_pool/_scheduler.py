@@ -437,11 +437,26 @@ class Scheduler:
                     self._cool(key, now + self.fault_cooldown_s, failure.reason)
             self._requeue(key)
 
-    def release(self, pick: Pick) -> None:
-        """The attempt ended without an outcome worth recording (e.g. cancelled)."""
+    def release(
+        self, pick: Pick, *, sent: bool = False, prompt_tokens: float | None = None
+    ) -> None:
+        """The attempt ended without an outcome (cancelled, interrupted, abandoned).
+
+        The key's in-flight count is given back either way. A request that was never
+        ``sent`` (a booked slot it never used, a cancel before the call) also gives back its
+        window reservation and its request count: room is as if it never existed. One that
+        may have reached the server keeps its place in the window, as the server counts it
+        (with ``prompt_tokens`` replacing the estimate when the server already reported them).
+        """
         with self._lock:
             key = self._keys[pick.index]
             key.in_flight = max(0, key.in_flight - 1)
+            window = self._projects[key.project].window
+            if not sent:
+                key.requests = max(0, key.requests - 1)
+                window.give_back(pick.ticket)
+            elif prompt_tokens is not None:
+                window.correct(pick.ticket, prompt_tokens)
             self._requeue(key)
 
     @staticmethod
@@ -528,6 +543,7 @@ class Scheduler:
                         "rate_limited": key.rate_limited,
                         "errors": key.errors,
                         "reason": reason,
+                        "in_flight": key.in_flight,
                         "room": project.window.room(now),
                     }
                 )

@@ -27,13 +27,18 @@ USAGE_ATTR = "gemini_pool_usage"
 
 
 class StreamTally:
-    """Follows one stream after its first chunk: stamps the final chunk, totals usage."""
+    """Follows one stream after its first chunk: totals usage, and makes the final chunk.
+
+    The pool yields the member's chunks unchanged, then one empty chunk with
+    ``chunk_position="last"`` carrying the pool's metadata: the same chunks, in the same
+    shape, as the bare ``ChatGoogleGenerativeAI.stream`` (whose last chunk LangChain adds).
+    """
 
     def __init__(self, plan: RequestPlan, step: Pick, stamp: Callable[[BaseMessage], None]) -> None:
         self._plan, self._step, self._stamp = plan, step, stamp
         self._usage: UsageMetadata | None = None
         self._model_name: str | None = None
-        self._stamped = False
+        self._list_content = False
 
     def see(self, chunk: ChatGenerationChunk) -> ChatGenerationChunk:
         message = chunk.message
@@ -43,12 +48,11 @@ class StreamTally:
         name = message.response_metadata.get("model_name")
         if isinstance(name, str):
             self._model_name = name
-        if (chunk.generation_info or {}).get("finish_reason") and not self._stamped:
-            self._stamp(message)
-            if isinstance(message, AIMessageChunk):
-                message.chunk_position = "last"
-            self._stamped = True
+        self._list_content = not isinstance(message.content, str)
         return chunk
+
+    def _input_tokens(self) -> int | None:
+        return self._usage["input_tokens"] if self._usage else None
 
     def failed(self, exc: BaseException) -> None:
         """The stream broke after output: record the attempt; the exception carries the usage
@@ -57,21 +61,25 @@ class StreamTally:
         with contextlib.suppress(AttributeError):
             setattr(exc, USAGE_ATTR, self._usage)
 
-    def done(self) -> tuple[ChatGenerationChunk | None, AIMessage]:
-        """Close the stream's books: a final empty chunk if none was stamped yet, and a
-        message summing the stream's usage for the ledger."""
-        self._plan.succeeded(self._step, self._usage["input_tokens"] if self._usage else None)
-        extra: ChatGenerationChunk | None = None
-        if not self._stamped:
-            extra = ChatGenerationChunk(message=AIMessageChunk(content="", chunk_position="last"))
-            self._stamp(extra.message)
+    def abandoned(self) -> None:
+        """The caller stopped reading, or was cancelled or interrupted: give the key back."""
+        self._plan.cancelled(self._step, prompt_tokens=self._input_tokens())
+
+    def done(self) -> tuple[ChatGenerationChunk, AIMessage]:
+        """Close the stream's books: the final empty chunk, stamped with the pool's
+        metadata, and a message summing the stream's usage for the ledger."""
+        self._plan.succeeded(self._step, self._input_tokens())
+        last = ChatGenerationChunk(
+            message=AIMessageChunk(content=[] if self._list_content else "", chunk_position="last")
+        )
+        self._stamp(last.message)
         summary = AIMessage(
             content="",
             usage_metadata=self._usage,
             response_metadata={"model_name": self._model_name},
         )
         self._stamp(summary)
-        return extra, summary
+        return last, summary
 
 
 def replay(message: BaseMessage) -> Iterator[AIMessageChunk]:

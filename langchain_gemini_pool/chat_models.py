@@ -342,7 +342,8 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
 
     def pool_status(self) -> list[dict[str, Any]]:
         """One dict per key: index, fingerprint, project, state, ready_in_s, requests,
-        successes, rate_limited, errors, reason, room."""
+        successes, rate_limited, errors, reason, in_flight (requests sent or waiting for a
+        booked slot right now), room."""
         return self._scheduler.status(self._clock.now())
 
     def _repr_html_(self) -> str:
@@ -452,6 +453,14 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         logger.debug("Rotated to API key index %d", pick.index)
         return self._members.get(pick.index)
 
+    def _member(self, plan: RequestPlan, pick: Pick) -> ChatGoogleGenerativeAI:
+        """The member of ``pick``; if it cannot be had, nothing was sent: give the slot back."""
+        try:
+            return self._rotated(pick)
+        except BaseException:
+            plan.cancelled(pick, sent=False)
+            raise
+
     @staticmethod
     def _user(run_manager: Any, kwargs: dict[str, Any]) -> str:
         call = _CALL.get()  # set by _generate_with_cache, whose run manager knew the user
@@ -476,8 +485,9 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
                 if not isinstance(step, Pick):
                     self._clock.sleep(step)
                     continue
+                member = self._member(plan, step)
                 try:
-                    result = self._rotated(step)._generate(
+                    result = member._generate(
                         messages, stop=stop, run_manager=run_manager, **kwargs
                     )
                 except Exception as exc:
@@ -514,8 +524,9 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
                 if not isinstance(step, Pick):
                     await self._clock.asleep(step)
                     continue
+                member = self._member(plan, step)
                 try:
-                    result = await self._rotated(step)._agenerate(
+                    result = await member._agenerate(
                         messages, stop=stop, run_manager=run_manager, **kwargs
                     )
                 except Exception as exc:
@@ -561,7 +572,7 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
                 if not isinstance(step, Pick):
                     self._clock.sleep(step)
                     continue
-                chunks = self._rotated(step)._stream(
+                chunks = self._member(plan, step)._stream(
                     messages, stop=stop, run_manager=run_manager, **kwargs
                 )
                 try:
@@ -570,6 +581,9 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
                     if not plan.retry(step, exc):
                         raise
                     continue
+                except BaseException:  # interrupted before the first chunk: no outcome
+                    plan.cancelled(step)
+                    raise
                 break
         except Exception as exc:
             self._record(user, None, exc)
@@ -585,13 +599,15 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
             tally.failed(exc)
             self._record(user, None, exc)
             raise
-        except GeneratorExit:
-            plan.cancelled(step)
+        except BaseException:  # abandoned (GeneratorExit) or interrupted mid-stream
+            tally.abandoned()
+            close = getattr(chunks, "close", None)  # a generator: let go of its connection
+            if close is not None:
+                close()
             raise
         last, summary = tally.done()
         self._record(user, summary, None)
-        if last is not None:
-            yield last
+        yield last
 
     async def _astream(
         self,
@@ -610,7 +626,7 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
                 if not isinstance(step, Pick):
                     await self._clock.asleep(step)
                     continue
-                chunks = self._rotated(step)._astream(
+                chunks = self._member(plan, step)._astream(
                     messages, stop=stop, run_manager=run_manager, **kwargs
                 )
                 try:
@@ -619,6 +635,9 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
                     if not plan.retry(step, exc):
                         raise
                     continue
+                except BaseException:  # cancelled before the first chunk: no outcome
+                    plan.cancelled(step)
+                    raise
                 break
         except Exception as exc:
             await self._arecord(user, None, exc)
@@ -636,13 +655,12 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
             tally.failed(exc)
             await self._arecord(user, None, exc)
             raise
-        except GeneratorExit:
-            plan.cancelled(step)
+        except BaseException:  # abandoned (GeneratorExit), cancelled or interrupted
+            tally.abandoned()
             raise
         last, summary = tally.done()
         await self._arecord(user, summary, None)
-        if last is not None:
-            yield last
+        yield last
 
     # --- cache -----------------------------------------------------------------------------
 
@@ -763,12 +781,16 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
             if not isinstance(step, Pick):
                 self._clock.sleep(step)
                 continue
+            member = self._member(plan, step)
             try:
-                count = self._rotated(step).get_num_tokens(text)
+                count = member.get_num_tokens(text)
             except Exception as exc:
                 if not plan.retry(step, exc):
                     raise
                 continue
+            except BaseException:
+                plan.cancelled(step)
+                raise
             plan.succeeded(step, None)
             return count
 

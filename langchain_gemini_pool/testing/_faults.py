@@ -27,6 +27,10 @@ _ITEMS: dict[object, Fault] = {
 }
 
 
+_DRAWN: tuple[Fault, ...] = ("500", "503", "reset", "429", "cut")
+"""Random outcomes in the order of ``Faults._rates``."""
+
+
 @dataclass(frozen=True)
 class Faults:
     """What goes wrong, and how often.
@@ -35,6 +39,9 @@ class Faults:
         error_rate: Probability of a 500 INTERNAL per generate request.
         unavailable_rate: Probability of a 503 UNAVAILABLE ("The model is overloaded").
         reset_rate: Probability of a dropped connection (the socket closes, no response).
+        rate_limit_rate: Probability of a 429 (the per-minute body of ``schedule``'s 429).
+        cut_rate: Probability that a stream is cut mid-way (as ``"cut"`` in ``schedule``);
+            a non-streaming request drawn in this share is served normally.
         schedule: Outcomes consumed one per generate request, in arrival order, before the
             probabilities apply: ``None`` (normal), ``500``, ``503``, ``429`` (a per-minute
             rate-limit body), ``"reset"``, or ``"cut"`` (a stream sends half its chunks then an
@@ -49,6 +56,8 @@ class Faults:
     error_rate: float = 0.0
     unavailable_rate: float = 0.0
     reset_rate: float = 0.0
+    rate_limit_rate: float = 0.0
+    cut_rate: float = 0.0
     schedule: Sequence[FaultItem] = field(default=())
     latency_s: float = 0.0
     jitter_s: float = 0.0
@@ -56,12 +65,13 @@ class Faults:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        rates = (self.error_rate, self.unavailable_rate, self.reset_rate)
+        rates = self._rates()
         if any(not 0.0 <= r <= 1.0 for r in rates) or sum(rates) > 1.0:
             raise ValueError(
                 "Faults rates must each be in [0, 1] and add up to at most 1; got "
                 f"error_rate={self.error_rate}, unavailable_rate={self.unavailable_rate}, "
-                f"reset_rate={self.reset_rate}."
+                f"reset_rate={self.reset_rate}, rate_limit_rate={self.rate_limit_rate}, "
+                f"cut_rate={self.cut_rate}."
             )
         if self.latency_s < 0 or self.jitter_s < 0:
             raise ValueError("Faults latency_s and jitter_s must be >= 0 seconds.")
@@ -74,6 +84,16 @@ class Faults:
             )
         object.__setattr__(self, "schedule", tuple(self.schedule))
 
+    def _rates(self) -> tuple[float, float, float, float, float]:
+        """The random outcomes' shares, in the order they are drawn."""
+        return (
+            self.error_rate,
+            self.unavailable_rate,
+            self.reset_rate,
+            self.rate_limit_rate,
+            self.cut_rate,
+        )
+
 
 class FaultPlan:
     """A running ``Faults``: decides each request's fate in arrival order. Thread-safe."""
@@ -85,23 +105,23 @@ class FaultPlan:
         self._next = 0
         self._lock = threading.Lock()
 
-    def decide(self) -> Fault:
-        """The outcome of the next generate request."""
+    def decide(self, stream: bool = False) -> Fault:
+        """The outcome of the next generate request (``stream``: a streaming one)."""
         f = self.faults
+        rates = f._rates()
         with self._lock:
             if self._next < len(f.schedule):
                 item = f.schedule[self._next]
                 self._next += 1
                 return _ITEMS[item]
-            if not (f.error_rate or f.unavailable_rate or f.reset_rate):
+            if not any(rates):
                 return "ok"
             r = self._rng.random()
-        if r < f.error_rate:
-            return "500"
-        if r < f.error_rate + f.unavailable_rate:
-            return "503"
-        if r < f.error_rate + f.unavailable_rate + f.reset_rate:
-            return "reset"
+        edge = 0.0
+        for outcome, rate in zip(_DRAWN, rates, strict=True):
+            edge += rate
+            if r < edge:
+                return "ok" if outcome == "cut" and not stream else outcome
         return "ok"
 
     def delay(self) -> float:

@@ -7,12 +7,13 @@ and writes the answers.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import threading
 import zlib
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -129,6 +130,9 @@ class FakeGeminiServer:
         clock: The clock quota windows and days are measured on (``ManualClock`` in tests).
         reply: ``callable(request_json) -> str | dict`` making replies instead of the
             default (scripted replies still come first).
+        label: ``callable(request_json) -> str | None`` naming a group a generate request
+            is also counted under, in ``stats()["labels"][name]`` (same shape as
+            ``stats()``): e.g. a test's request id, to tell apart what each request cost.
         window_s: Length of the per-minute window; smaller scales time down.
         host: Interface to bind.
         port: Port to bind; 0 picks a free one (read it back from :attr:`base_url`).
@@ -145,6 +149,7 @@ class FakeGeminiServer:
         faults: Faults | None = None,
         clock: Clock | None = None,
         reply: ReplyFn | None = None,
+        label: Callable[[dict[str, Any]], str | None] | None = None,
         window_s: float = 60.0,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -169,6 +174,9 @@ class FakeGeminiServer:
         if reply is not None and not callable(reply):
             raise TypeError("reply must be None or a callable(request_json) -> str | dict.")
         self._reply_fn = reply
+        if label is not None and not callable(label):
+            raise TypeError("label must be None or a callable(request_json) -> str | None.")
+        self._label = label
         self._host, self._port, self._seed = host, port, seed
         self._script: deque[ReplyValue] = deque()
         self._stats = Stats()
@@ -365,9 +373,11 @@ class FakeGeminiServer:
         if isinstance(body, JsonAnswer):
             record(fp, project, "client_errors")
             return body
+        if self._label is not None:
+            record = functools.partial(record, label=self._label_of(body))
         plan = self._plan
         delay = plan.delay()
-        fault = plan.decide()
+        fault = plan.decide(stream)
         now = self._clock.now()
         if fault == "reset" or (fault == "cut" and not stream):
             record(fp, project, "resets")
@@ -411,6 +421,14 @@ class FakeGeminiServer:
             return StreamAnswer(sent, bodies.unavailable()[1], delay)
         record(fp, project, "ok", chunks[-1]["usageMetadata"])
         return StreamAnswer(chunks, None, delay)
+
+    def _label_of(self, body: dict[str, Any]) -> str | None:
+        assert self._label is not None
+        try:
+            name = self._label(body)
+        except Exception:  # a user's label callable failed: count the request unlabelled
+            return None
+        return None if name is None else str(name)
 
     def _response_id(self) -> str:
         with self._lock:

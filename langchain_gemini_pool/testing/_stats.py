@@ -9,6 +9,8 @@ Tokens are billed only for what was served: a full reply bills its ``usageMetada
 cut after k chunks bills the running totals of the k-th chunk it sent (nothing if k is 0).
 Keys are known only by ``mask_key(key)``; a key no project holds has ``"project": None``; a
 request without any key counts only in ``"total"``. countTokens and model routes are not counted.
+With ``FakeGeminiServer(label=...)``, a request is also counted in ``"labels"[name]``, a
+``stats()`` of its own, so a test can tell what each request (or group of requests) cost.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class Stats:
         self._keys: dict[str, dict[str, Any]] = {}
         self._projects: dict[str, dict[str, int]] = {}
         self._total = _zero()
+        self._labels: dict[str, Stats] = {}
 
     def record(
         self,
@@ -40,8 +43,10 @@ class Stats:
         project: str | None,
         outcome: str,
         usage: dict[str, Any] | None = None,
+        label: str | None = None,
     ) -> None:
-        """Count one generate request with ``outcome`` (one of ``OUTCOMES``) and its usage."""
+        """Count one generate request with ``outcome`` (one of ``OUTCOMES``) and its usage,
+        also under ``label`` if given."""
         delta = _zero()
         delta["requests"] = 1
         delta[outcome] = 1
@@ -59,14 +64,18 @@ class Stats:
             for row in rows:
                 for name, value in delta.items():
                     row[name] += value
+            if label is not None:  # under the same lock: a snapshot sees both or neither
+                self._labels.setdefault(label, Stats()).record(fingerprint, project, outcome, usage)
 
     def snapshot(self) -> dict[str, Any]:
-        """``{"keys": {fp: {..., "project": p}}, "projects": {p: {...}}, "total": {...}}``."""
+        """``{"keys": {fp: {..., "project": p}}, "projects": {p: {...}}, "total": {...},
+        "labels": {name: {"keys": ..., "projects": ..., "total": ..., "labels": {}}}}``."""
         with self._lock:
             return {
                 "keys": {fp: dict(row) for fp, row in self._keys.items()},
                 "projects": {p: dict(row) for p, row in self._projects.items()},
                 "total": dict(self._total),
+                "labels": {name: stats.snapshot() for name, stats in self._labels.items()},
             }
 
     def reset(self) -> None:
@@ -74,4 +83,5 @@ class Stats:
         with self._lock:
             self._keys.clear()
             self._projects.clear()
+            self._labels.clear()
             self._total = _zero()

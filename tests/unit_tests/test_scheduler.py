@@ -308,8 +308,8 @@ def test_removed_keys_are_never_chosen_and_unknown_indices_are_clear_errors() ->
 def test_an_outcome_always_releases_the_in_flight_count() -> None:
     scheduler = make({"a": 1, "b": 1}, "least_used")
     a = pick(scheduler, NOON)
-    scheduler.release(a)
-    scheduler.release(a)  # twice must not go negative
+    scheduler.release(a, sent=True)  # sent, then cancelled: still a request of key 0
+    scheduler.release(a, sent=True)  # twice must not go negative
     b = pick(scheduler, NOON)
     assert b.index == 1
     scheduler.on_failure(b, SERVER, NOON)
@@ -444,6 +444,7 @@ def test_status_rows_hold_masked_keys_counts_and_room() -> None:
             "rate_limited": 1,
             "errors": 0,
             "reason": "rate limited",
+            "in_flight": 0,
             "room": {"rpm": 9, "tpm": None, "rpd": 99},
         },
         {
@@ -457,6 +458,7 @@ def test_status_rows_hold_masked_keys_counts_and_room() -> None:
             "rate_limited": 0,
             "errors": 0,
             "reason": None,
+            "in_flight": 0,
             "room": {"rpm": None, "tpm": 5000, "rpd": None},
         },
     ]
@@ -706,15 +708,21 @@ def test_random_interleavings_keep_every_promise(
             chosen, record = in_flight.pop(data.draw(st.integers(0, len(in_flight) - 1)))
             i, project = chosen.index, project_of[chosen.index]
             outcome = data.draw(
-                st.sampled_from(["ok", "ok", "429", "429-day", "bad_key", "fault", "bad", "gone"])
+                st.sampled_from(
+                    ["ok", "ok", "429", "429-day", "bad_key", "fault", "bad", "gone", "unsent"]
+                )
             )
             if outcome == "ok":
                 corrected = data.draw(st.one_of(st.none(), st.floats(0, record[1])))
                 scheduler.on_success(chosen, corrected)
                 if corrected is not None:
                     record[1] = corrected
-            elif outcome == "gone":
+            elif outcome == "gone":  # sent, then cancelled: the server counted it
+                scheduler.release(chosen, sent=True)
+            elif outcome == "unsent":  # cancelled before the send: as if it never existed
                 scheduler.release(chosen)
+                sent = model.sent[project]
+                del sent[next(k for k, r in enumerate(sent) if r is record)]
             elif outcome in ("429", "429-day"):
                 retry = data.draw(st.one_of(st.none(), st.sampled_from([0.0, 0.5, 7.0, 33.27])))
                 if outcome == "429":
