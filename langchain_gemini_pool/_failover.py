@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tenacity import RetryCallState, wait_exponential_jitter
 
@@ -23,6 +23,9 @@ from langchain_gemini_pool._errors import (
 from langchain_gemini_pool._quota import WINDOW_MARGIN_S
 from langchain_gemini_pool._redact import redact_exception
 from langchain_gemini_pool._scheduler import NoKeys, Pick, Scheduler, Wait
+
+if TYPE_CHECKING:
+    from langchain_gemini_pool._shared_scheduler import SharedScheduler
 
 ATTEMPTS_ATTR = "gemini_pool_attempts"
 """Attribute set on an exception the pool raises: the attempts made for that request."""
@@ -52,7 +55,7 @@ class RequestPlan:
 
     def __init__(
         self,
-        scheduler: Scheduler,
+        scheduler: Scheduler | SharedScheduler,
         now: Callable[[], float],
         *,
         max_attempts: int,

@@ -11,7 +11,7 @@ import bisect
 import logging
 import math
 import threading
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -24,6 +24,20 @@ logger = logging.getLogger("langchain_gemini_pool")
 
 Strategy = Literal["round_robin", "least_used"]
 LimitsArg = QuotaLimits | Mapping[str, QuotaLimits] | None
+
+MIN_RATE_LIMIT_COOLDOWN_S = 1.0
+"""Floor on a rate-limit cooldown. A 429 sent in the last milliseconds of a window carries a
+RetryInfo that rounds to ``"0s"``; retrying at once draws 429 after 429 until the attempt cap
+raises ``GoogleRateLimitError`` although ``max_wait`` had time to spare."""
+
+
+def rate_limit_cooldown_s(failure: Failure, default_s: float, now: float) -> tuple[float, str]:
+    """How long a 429 cools its (project, model), and why: until Pacific midnight for a
+    per-day violation, else the server's hint (or ``default_s``), never under the floor."""
+    if failure.per_day:
+        return next_pacific_midnight(now) - now, "daily quota exhausted until midnight Pacific"
+    delay = default_s if failure.retry_after_s is None else failure.retry_after_s
+    return max(MIN_RATE_LIMIT_COOLDOWN_S, delay), failure.reason
 
 
 @dataclass
@@ -69,6 +83,8 @@ class Pick:
     """When to send: later than ``now`` for a slot booked by ``choose(book_until=...)``."""
     quota_warning: dict[str, Any] | None = field(default=None, compare=False)
     """Set on the pick that took its project to 80% of its daily quota (once a day)."""
+    reservation: Any = field(default=None, compare=False)
+    """The shared-state backend's ``Reservation`` (``SharedScheduler`` only)."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +112,9 @@ class Scheduler:
         default_cooldown_s: Cooldown after a 429 that carries no RetryInfo.
         fault_cooldown_s: Cooldown of a key after a server fault (0: none).
     """
+
+    blocking = False
+    """Whether a decision does I/O (async paths then run it in a thread): never here."""
 
     def __init__(
         self,
@@ -149,6 +168,10 @@ class Scheduler:
                 self._enter_level(state)
                 indices.append(state.index)
             return indices
+
+    def add_entries(self, entries: Sequence[Any]) -> list[int]:
+        """Add keys given as ``KeyEntry`` (anything with ``project`` and ``fingerprint``)."""
+        return self.add_keys((e.project, e.fingerprint) for e in entries)
 
     def remove_key(self, index: int) -> None:
         with self._lock:
@@ -465,13 +488,8 @@ class Scheduler:
             key.cooling_until, key.cool_reason = until, reason
 
     def _cool_project(self, key: KeyState, failure: Failure, now: float) -> None:
-        if failure.per_day:
-            until = next_pacific_midnight(now)
-            reason = "daily quota exhausted until midnight Pacific"
-        else:
-            delay = failure.retry_after_s
-            until = now + (self.default_cooldown_s if delay is None else delay)
-            reason = failure.reason
+        delay, reason = rate_limit_cooldown_s(failure, self.default_cooldown_s, now)
+        until = now + delay
         self._cool(key, until, reason)
         project = self._projects[key.project]
         if until > project.cooling_until:
@@ -545,6 +563,7 @@ class Scheduler:
                         "reason": reason,
                         "in_flight": key.in_flight,
                         "room": project.window.room(now),
+                        "shared": False,
                     }
                 )
         return rows

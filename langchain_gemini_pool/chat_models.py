@@ -14,9 +14,9 @@ import functools
 import itertools
 import logging
 import math
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeVar, cast
 
 from langchain_core.caches import BaseCache
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -48,6 +48,9 @@ from langchain_gemini_pool._settings import (
     describe_shape,
     warn_unknown_projects,
 )
+from langchain_gemini_pool._shared_scheduler import SharedScheduler
+from langchain_gemini_pool._state_env import ENV_VAR, state_from_env
+from langchain_gemini_pool._state_types import StateBackend
 from langchain_gemini_pool._streams import StreamCache, StreamTally, replay
 from langchain_gemini_pool._usage_ledger import UsageLedger
 from langchain_gemini_pool._usage_limits import check_usage, compute_overage, resolve_limits
@@ -57,6 +60,7 @@ logger = logging.getLogger("langchain_gemini_pool")
 _USER_KW = "_gemini_pool_user"
 _POOL_METADATA = ("key_index", "key_fingerprint", "project", "attempts")
 _DEFAULT_USER = "anonymous"
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -164,7 +168,15 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
     usage_limits: Any = Field(default=None, exclude=True)
     """``UsageLimits`` for every user, or ``{user_id: UsageLimits}``."""
 
-    _scheduler: Scheduler = PrivateAttr()
+    state: Any = Field(default=None, exclude=True, repr=False)
+    """Where cooldowns, quarantines and quota windows live: ``InMemoryState()`` (this
+    process), ``DiskState(directory)`` (every process of this machine) or
+    ``RedisState(url)`` (every process of every machine); a string is read as
+    ``GEMINI_POOL_STATE`` is. Default: ``GEMINI_POOL_STATE`` if set, else this process
+    alone (the fastest path)."""
+
+    _scheduler: Scheduler | SharedScheduler = PrivateAttr()
+    _state: StateBackend | None = PrivateAttr(default=None)
     _members: Members = PrivateAttr()
     _clock: Clock = PrivateAttr()
     _ledger: Any = PrivateAttr(default=None)
@@ -243,13 +255,19 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
                 f"got {describe_shape(limits)}."
             )
         self._clock = self.clock if self.clock is not None else SystemClock()
-        self._scheduler = Scheduler(self.strategy, limits, self.rate_limit_cooldown)
+        self._state = _resolve_state(self.state)
+        if self._state is None:  # one process: today's scheduler, no I/O per decision
+            self._scheduler = Scheduler(self.strategy, limits, self.rate_limit_cooldown)
+        else:
+            self._scheduler = SharedScheduler(
+                self._state, self.model, self.strategy, limits, self.rate_limit_cooldown
+            )
         self._members = Members(self)
         self._add_entries(entries)
         warn_unknown_projects(limits, {e.project for e in entries})
         self._ledger = self.ledger
         if self._ledger is None and self.usage_limits is not None:
-            self._ledger = UsageLedger.in_memory(clock=self._clock)
+            self._ledger = self._default_ledger()
         logger.info("Gemini API configured with %d API keys", len(entries))
         return self
 
@@ -261,10 +279,14 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
                 logger.warning("Key %s is already in the pool; not added again.", entry.fingerprint)
                 continue
             fresh.append(entry)
-        indices = self._scheduler.add_keys((e.project, e.fingerprint) for e in fresh)
+        indices = self._scheduler.add_entries(fresh)
         for index, entry in zip(indices, fresh, strict=True):
             self._members.add(index, entry.secret)
         return indices
+
+    def _default_ledger(self) -> UsageLedger:
+        """Where usage is kept when ``usage_limits`` are set without a ``ledger``."""
+        return UsageLedger.in_memory(clock=self._clock)
 
     @property
     def _llm_type(self) -> str:
@@ -343,7 +365,12 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
     def pool_status(self) -> list[dict[str, Any]]:
         """One dict per key: index, fingerprint, project, state, ready_in_s, requests,
         successes, rate_limited, errors, reason, in_flight (requests sent or waiting for a
-        booked slot right now), room."""
+        booked slot right now), room, shared.
+
+        With a shared ``state`` (``shared`` is True) state, ready_in_s, reason, in_flight and
+        room are read from the backend: deployment-wide, so a cooldown or quarantine another
+        process set shows here with its reason. requests, successes, rate_limited and errors
+        always count this process's attempts."""
         return self._scheduler.status(self._clock.now())
 
     def _repr_html_(self) -> str:
@@ -461,6 +488,13 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
             plan.cancelled(pick, sent=False)
             raise
 
+    async def _off_loop(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """Run a plan step that may reach the state backend: in a thread when the backend
+        does I/O (disk, Redis), so the event loop never waits on it; inline otherwise."""
+        if self._scheduler.blocking:
+            return await asyncio.to_thread(fn, *args)
+        return fn(*args)
+
     @staticmethod
     def _user(run_manager: Any, kwargs: dict[str, Any]) -> str:
         call = _CALL.get()  # set by _generate_with_cache, whose run manager knew the user
@@ -520,7 +554,7 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
             await self._abegin(user)
             plan = self._plan(messages)
             while True:
-                step = plan.next()
+                step = await self._off_loop(plan.next)
                 if not isinstance(step, Pick):
                     await self._clock.asleep(step)
                     continue
@@ -530,13 +564,13 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
                         messages, stop=stop, run_manager=run_manager, **kwargs
                     )
                 except Exception as exc:
-                    if not plan.retry(step, exc):
+                    if not await self._off_loop(plan.retry, step, exc):
                         raise
                     continue
                 except BaseException:  # cancelled or interrupted mid-call: no outcome
                     plan.cancelled(step)
                     raise
-                self._finish(plan, step, result)
+                await self._off_loop(self._finish, plan, step, result)
                 await self._arecord(user, result.generations[0].message, None)
                 return result
         except Exception as exc:
@@ -622,7 +656,7 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
             await self._abegin(user)
             plan = self._plan(messages)
             while True:
-                step = plan.next()
+                step = await self._off_loop(plan.next)
                 if not isinstance(step, Pick):
                     await self._clock.asleep(step)
                     continue
@@ -632,7 +666,7 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
                 try:
                     first = await anext(chunks, None)
                 except Exception as exc:
-                    if not plan.retry(step, exc):
+                    if not await self._off_loop(plan.retry, step, exc):
                         raise
                     continue
                 except BaseException:  # cancelled before the first chunk: no outcome
@@ -652,13 +686,13 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
                 async for chunk in chunks:
                     yield tally.see(chunk)
         except Exception as exc:
-            tally.failed(exc)
+            await self._off_loop(tally.failed, exc)
             await self._arecord(user, None, exc)
             raise
         except BaseException:  # abandoned (GeneratorExit), cancelled or interrupted
             tally.abandoned()
             raise
-        last, summary = tally.done()
+        last, summary = await self._off_loop(tally.done)
         await self._arecord(user, summary, None)
         yield last
 
@@ -798,3 +832,20 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         """Close every member's transports (call before the event loop used exits)."""
         await self._members.aclose()
         await super().aclose()
+
+
+def _resolve_state(state: Any) -> StateBackend | None:
+    """The ``state`` field as a backend: given, named by a string, or from the environment."""
+    if state is None:
+        return state_from_env()
+    if isinstance(state, str):
+        named = state_from_env({ENV_VAR: state})
+        if named is None:
+            raise ValueError("state is an empty string: pass a backend, a URL or a directory.")
+        return named
+    if not isinstance(state, StateBackend):
+        raise TypeError(
+            "state must be InMemoryState(), DiskState(directory) or RedisState(url) "
+            f"(or a redis:// URL or a directory path); got {type(state).__name__}."
+        )
+    return state

@@ -446,6 +446,7 @@ def test_status_rows_hold_masked_keys_counts_and_room() -> None:
             "reason": "rate limited",
             "in_flight": 0,
             "room": {"rpm": 9, "tpm": None, "rpd": 99},
+            "shared": False,
         },
         {
             "index": 1,
@@ -460,6 +461,7 @@ def test_status_rows_hold_masked_keys_counts_and_room() -> None:
             "reason": None,
             "in_flight": 0,
             "room": {"rpm": None, "tpm": 5000, "rpd": None},
+            "shared": False,
         },
     ]
 
@@ -727,7 +729,7 @@ def test_random_interleavings_keep_every_promise(
                 retry = data.draw(st.one_of(st.none(), st.sampled_from([0.0, 0.5, 7.0, 33.27])))
                 if outcome == "429":
                     failure = rate_limited(retry)
-                    until = now + (default_cooldown if retry is None else retry)
+                    until = now + max(1.0, default_cooldown if retry is None else retry)
                 else:
                     failure = rate_limited(retry, QuotaViolation(RPD_ID, None))
                     until = next_pacific_midnight(now)

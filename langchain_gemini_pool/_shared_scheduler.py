@@ -1,0 +1,395 @@
+"""``SharedScheduler``: the ``Scheduler`` interface over a shared-state backend.
+
+What ``RequestPlan`` and the chat model ask of a scheduler (``choose``, ``on_success``,
+``on_failure``, ``release``, ``status``, membership), answered with one backend ``admit``
+before a call and one ``settle`` after it. The backend holds what the whole deployment
+shares: cooldowns and quota windows per (project, model), quarantines per key, learned
+limits, in-flight reservations and the 80% daily warning. This process keeps the key
+order (priority levels, the round-robin cursor) and its own request counters.
+
+Times: the backend answers in its own clock (Redis reads the server's ``TIME``); only
+durations cross over, so the pool's clock and the backend's need not agree.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_gemini_pool._errors import Failure, FailureKind
+from langchain_gemini_pool._quota import QuotaLimits
+from langchain_gemini_pool._scheduler import (
+    LimitsArg,
+    NoKeys,
+    Pick,
+    Strategy,
+    Wait,
+    rate_limit_cooldown_s,
+)
+from langchain_gemini_pool._state_types import (
+    Admit,
+    AllQuarantined,
+    Candidate,
+    Scope,
+    Settle,
+    StateBackend,
+    WaitUntil,
+)
+
+logger = logging.getLogger("langchain_gemini_pool")
+
+LOCAL_COUNTERS = ("requests", "successes", "rate_limited", "errors")
+"""``pool_status()`` fields counted by this process only (everything else is the backend's)."""
+
+
+@dataclass
+class _Key:
+    index: int
+    project: str
+    fingerprint: str
+    """Masked (``…`` + last 4), for people."""
+    shared_id: str
+    """The backend's keyed hash of the key text, for the backend."""
+    priority: int
+    removed: bool = False
+    requests: int = 0
+    successes: int = 0
+    rate_limited: int = 0
+    errors: int = 0
+    in_flight: int = 0
+
+
+class SharedScheduler:
+    """Chooses keys through a ``StateBackend`` and records outcomes in it.
+
+    Args:
+        state: Where shared state lives (``InMemoryState``, ``DiskState``, ``RedisState``).
+        model: The pool's model: windows and rate-limit cooldowns are per (project, model).
+        strategy: ``"round_robin"`` or ``"least_used"`` (by this process's load).
+        limits: One ``QuotaLimits`` for every project, or ``{project: QuotaLimits}``.
+        default_cooldown_s: Cooldown after a 429 that carries no RetryInfo.
+        fault_cooldown_s: Cooldown of a key after a server fault (0: none).
+    """
+
+    def __init__(
+        self,
+        state: StateBackend,
+        model: str,
+        strategy: Strategy = "round_robin",
+        limits: LimitsArg = None,
+        default_cooldown_s: float = 60.0,
+        fault_cooldown_s: float = 0.0,
+    ) -> None:
+        if strategy not in ("round_robin", "least_used"):
+            raise ValueError(f"strategy must be 'round_robin' or 'least_used', not {strategy!r}.")
+        self.state = state
+        self.model = model.removeprefix("models/")
+        self.strategy: Strategy = strategy
+        self._limits = limits
+        self.default_cooldown_s = default_cooldown_s
+        self.fault_cooldown_s = fault_cooldown_s
+        self.blocking = bool(getattr(state, "shared", True))
+        """Whether a decision does I/O (disk, network): async paths run it in a thread."""
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._keys: list[_Key] = []
+        self._cursor: dict[int, int] = {}
+        self._size = 0
+
+    def _guard(self) -> threading.Lock:
+        if os.getpid() != self._pid:  # forked: the parent's threads (and their lock) are gone
+            self._pid, self._lock = os.getpid(), threading.Lock()
+        return self._lock
+
+    # --- membership -------------------------------------------------------------------------
+
+    def limits_for(self, project: str) -> QuotaLimits | None:
+        if isinstance(self._limits, QuotaLimits) or self._limits is None:
+            return self._limits
+        return self._limits.get(project)
+
+    def add_entries(self, entries: Sequence[Any]) -> list[int]:
+        """Add ``KeyEntry`` items; returns their indices (stable for the pool's life)."""
+        made = []
+        for e in entries:  # the keyed hash is computed outside the lock
+            limits = self.limits_for(e.project)
+            priority = limits.priority if limits else 0
+            secret = e.secret.get_secret_value()
+            made.append((e.project, e.fingerprint, self.state.fingerprint(secret), priority))
+        with self._guard():
+            indices = []
+            for project, masked, shared_id, priority in made:
+                key = _Key(len(self._keys), project, masked, shared_id, priority)
+                self._keys.append(key)
+                self._size += 1
+                indices.append(key.index)
+            return indices
+
+    def remove_key(self, index: int) -> None:
+        with self._guard():
+            self._key(index).removed = True
+            self._size -= 1
+
+    def _key(self, index: int) -> _Key:
+        if not 0 <= index < len(self._keys) or self._keys[index].removed:
+            raise KeyError(f"No key with index {index} in the pool.")
+        return self._keys[index]
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def active_indices(self) -> list[int]:
+        with self._guard():
+            return [k.index for k in self._keys if not k.removed]
+
+    def project_of(self, index: int) -> str:
+        return self._keys[index].project
+
+    def fingerprint_of(self, index: int) -> str:
+        return self._keys[index].fingerprint
+
+    def _scope(self, key: _Key) -> Scope:
+        return Scope(key.project, self.model)
+
+    def _candidate(self, key: _Key, reserve: bool = True) -> Candidate:
+        limits = self.limits_for(key.project) if reserve else None
+        return Candidate(key.shared_id, self._scope(key), limits)
+
+    # --- choosing ---------------------------------------------------------------------------
+
+    def _order(self, avoid: Collection[int]) -> list[_Key]:
+        """Keys as the strategy would try them: priority levels ascending; within a level
+        the cursor's order (or least load first), keys already tried last."""
+        levels: dict[int, list[_Key]] = {}
+        for key in self._keys:
+            if not key.removed:
+                levels.setdefault(key.priority, []).append(key)
+        order: list[_Key] = []
+        for priority in sorted(levels):
+            keys = levels[priority]
+            if self.strategy == "least_used":
+                keys = sorted(keys, key=lambda k: (k.requests + k.in_flight, k.index))
+            else:  # the cursor moves now, so concurrent callers start at different keys
+                start = self._cursor.get(priority, 0) % len(keys)
+                self._cursor[priority] = start + 1
+                keys = keys[start:] + keys[:start]
+            order += [k for k in keys if k.index not in avoid]
+            order += [k for k in keys if k.index in avoid]
+        return order
+
+    def choose(
+        self,
+        now: float,
+        tokens: float = 0.0,
+        avoid: Collection[int] = (),
+        reserve: bool = True,
+        book_until: float | None = None,
+    ) -> Pick | Wait | NoKeys:
+        """As ``Scheduler.choose``; the decision is one backend ``admit``."""
+        with self._guard():
+            order = self._order(avoid)
+        if not order:
+            return NoKeys({})
+        candidates = [self._candidate(k, reserve) for k in order]
+        book_s = None if book_until is None or not reserve else max(0.0, book_until - now)
+        decision = self.state.admit(candidates, tokens if reserve else 0, book_until_s=book_s)
+        if isinstance(decision, Admit):
+            return self._picked(order, decision, now, tokens)
+        self._rewind(order)
+        if isinstance(decision, AllQuarantined):
+            by_id = {k.shared_id: k for k in order}
+            return NoKeys(
+                {
+                    f"#{by_id[fp].index} {by_id[fp].fingerprint}": reason
+                    for fp, reason in decision.reasons.items()
+                    if fp in by_id
+                }
+            )
+        assert isinstance(decision, WaitUntil)
+        until = math.inf if math.isinf(decision.until) else now + decision.delay
+        return Wait(until, decision.reason)
+
+    def _rewind(self, order: list[_Key]) -> None:
+        """Nothing was picked: move the cursors ``_order`` moved back, unless others moved
+        them since."""
+        if self.strategy != "round_robin":
+            return
+        with self._guard():
+            for priority in {k.priority for k in order}:
+                level = [k for k in self._keys if not k.removed and k.priority == priority]
+                first = next(k for k in order if k.priority == priority)
+                if first in level and self._cursor.get(priority) == level.index(first) + 1:
+                    self._cursor[priority] = level.index(first)
+
+    def _picked(self, order: list[_Key], admit: Admit, now: float, tokens: float) -> Pick:
+        key = order[admit.index]
+        with self._guard():
+            key.requests += 1
+            key.in_flight += 1
+            first = next(k for k in order if k.priority == key.priority)
+            if self.strategy == "round_robin" and first is not key:  # it skipped keys
+                level = [k for k in self._keys if not k.removed and k.priority == key.priority]
+                self._cursor[key.priority] = level.index(key) + 1
+        if admit.warning is not None:
+            logger.warning(
+                "Project %s (%s) has used %d%% of its daily request quota (%d requests).",
+                key.project,
+                self.model,
+                int(100 * admit.warning["used"]),
+                admit.warning["rpd"],
+            )
+        delay = admit.delay
+        return Pick(
+            key.index,
+            [now + delay, float(tokens)],
+            at=now + delay if delay > 0 else 0.0,
+            quota_warning=admit.warning,
+            reservation=admit.reservation,
+        )
+
+    # --- outcomes ---------------------------------------------------------------------------
+
+    def _ended(self, pick: Pick) -> _Key:
+        key = self._keys[pick.index]
+        with self._guard():
+            key.in_flight = max(0, key.in_flight - 1)
+        return key
+
+    def on_success(self, pick: Pick, prompt_tokens: float | None = None) -> None:
+        key = self._ended(pick)
+        key.successes += 1
+        tokens = None if prompt_tokens is None else int(prompt_tokens)
+        self.state.settle(
+            Settle(key.shared_id, self._scope(key), pick.reservation, prompt_tokens=tokens)
+        )
+
+    def on_failure(self, pick: Pick, failure: Failure, now: float) -> None:
+        """Record a failed attempt in the backend: cool, quarantine, learn, or nothing."""
+        key = self._ended(pick)
+        scope = self._scope(key)
+        outcome = Settle(key.shared_id, scope, pick.reservation)
+        if failure.kind is FailureKind.RATE_LIMITED:
+            key.rate_limited += 1
+            delay, reason = rate_limit_cooldown_s(failure, self.default_cooldown_s, now)
+            learned = {
+                v.dimension: v.quota_value
+                for v in failure.violations
+                if v.dimension is not None and v.quota_value is not None
+            }
+            self._log_learned(key, learned)
+            outcome = Settle(
+                key.shared_id,
+                scope,
+                pick.reservation,
+                cool_scope_s=delay,
+                cool_key_s=delay,
+                cool_reason=reason,
+                learned=learned,
+            )
+        elif failure.kind is FailureKind.BAD_KEY:
+            key.errors += 1
+            logger.warning(
+                "Quarantined Gemini API key %s (index %d) for every process: %s",
+                key.fingerprint,
+                key.index,
+                failure.reason,
+            )
+            outcome = Settle(key.shared_id, scope, pick.reservation, quarantine=failure.reason)
+        else:
+            key.errors += 1
+            if failure.kind is FailureKind.SERVER_FAULT and self.fault_cooldown_s > 0:
+                outcome = Settle(
+                    key.shared_id,
+                    scope,
+                    pick.reservation,
+                    cool_key_s=self.fault_cooldown_s,
+                    cool_reason=failure.reason,
+                )
+        self.state.settle(outcome)
+
+    def _log_learned(self, key: _Key, learned: dict[str, int]) -> None:
+        limits = self.limits_for(key.project)
+        for dim, value in learned.items():
+            configured = getattr(limits, dim, None) if limits else None
+            if configured is not None and value < configured:
+                logger.warning(
+                    "Project %s (%s): the server's %s limit is %d, below the configured %d; "
+                    "lowering it for every process.",
+                    key.project,
+                    self.model,
+                    dim,
+                    value,
+                    configured,
+                )
+
+    def release(
+        self, pick: Pick, *, sent: bool = False, prompt_tokens: float | None = None
+    ) -> None:
+        """As ``Scheduler.release``: a never-sent request gives its slot back everywhere."""
+        key = self._ended(pick)
+        if not sent:
+            with self._guard():
+                key.requests = max(0, key.requests - 1)
+        tokens = None if prompt_tokens is None or not sent else int(prompt_tokens)
+        self.state.settle(
+            Settle(
+                key.shared_id,
+                self._scope(key),
+                pick.reservation,
+                prompt_tokens=tokens,
+                cancel=not sent,
+            )
+        )
+
+    def reset(self, index: int) -> None:
+        """Lift a key's quarantine and cooldown, and its (project, model)'s, everywhere."""
+        key = self._key(index)
+        self.state.reset(key.shared_id, self._scope(key))
+
+    # --- reporting --------------------------------------------------------------------------
+
+    def status(self, now: float) -> list[dict[str, Any]]:
+        """``Scheduler.status`` rows read from the backend (``shared`` says whether state,
+        reason, ready_in_s, in_flight and room are deployment-wide)."""
+        with self._guard():
+            keys = [k for k in self._keys if not k.removed]
+        if not keys:
+            return []
+        snap = self.state.snapshot([self._candidate(k) for k in keys])
+        rows = []
+        for key in keys:
+            ks = snap.keys[key.shared_id]
+            ss = snap.scopes[self._scope(key)]
+            until = max(ks.cooling_until, ss.cooling_until)
+            reason: str | None
+            if ks.quarantine is not None:
+                state, ready_in, reason = "invalid", None, ks.quarantine
+            elif until > snap.now:
+                state, ready_in = "cooling", round(until - snap.now, 3)
+                reason = ss.cool_reason if ss.cooling_until >= ks.cooling_until else ks.cool_reason
+            else:
+                state, ready_in, reason = "ready", 0.0, None
+            rows.append(
+                {
+                    "index": key.index,
+                    "fingerprint": key.fingerprint,
+                    "project": key.project,
+                    "state": state,
+                    "ready_in_s": ready_in,
+                    "requests": key.requests,
+                    "successes": key.successes,
+                    "rate_limited": key.rate_limited,
+                    "errors": key.errors,
+                    "reason": reason,
+                    "in_flight": ks.in_flight,
+                    "room": dict(ss.room),
+                    "shared": snap.shared,
+                }
+            )
+        return rows
