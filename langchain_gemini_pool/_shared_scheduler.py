@@ -287,8 +287,7 @@ class SharedScheduler:
                 key.shared_id,
                 scope,
                 pick.reservation,
-                cool_scope_s=delay,
-                cool_key_s=delay,
+                cool_scope_s=delay,  # Google's quotas are per (project, model), not per key
                 cool_reason=reason,
                 learned=learned,
             )

@@ -38,7 +38,7 @@ from langchain_gemini_pool._keys import (
     mask_key,
     normalize_keys,
 )
-from langchain_gemini_pool._members import Members
+from langchain_gemini_pool._members import Members, shared_ssl_context
 from langchain_gemini_pool._quota import QuotaLimits
 from langchain_gemini_pool._redact import clean_exception, secrets_in
 from langchain_gemini_pool._scheduler import Pick, Scheduler
@@ -262,6 +262,10 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
             self._scheduler = SharedScheduler(
                 self._state, self.model, self.strategy, limits, self.rate_limit_cooldown
             )
+            # a slot is taken before the member is built: load the CA bundle (the costly part
+            # of a first member) now, so a process's first request is not sent late after
+            # its slot (a forked worker inherits it)
+            shared_ssl_context()
         self._members = Members(self)
         self._add_entries(entries)
         warn_unknown_projects(limits, {e.project for e in entries})
