@@ -138,10 +138,17 @@ def build_parser(version: str) -> argparse.ArgumentParser:
         help="key states, cooldowns, quarantines and window room",
         description="What a pool built from the configured keys reports: each key's state "
         "(ready / cooling / invalid), cooldown left, quarantine reason and window room. No "
-        "request is sent. Until a shared state backend is configured this is the state of a "
-        "fresh pool in this process; with one, it will be what every worker sees.",
+        "request is sent. With a shared state backend (--state or GEMINI_POOL_STATE) it is "
+        "what every worker sees; without one, the state of a fresh pool in this process.",
     )
     _env_file(status)
+    status.add_argument(
+        "--state",
+        default=None,
+        metavar="URL_OR_DIR",
+        help="the pool's shared state: a redis:// URL or a DiskState directory "
+        "(default: $GEMINI_POOL_STATE)",
+    )
     status.add_argument("--model", default=DEFAULT_MODEL, help="model the pool is built for")
     status.add_argument("--rpm", type=int, help="QuotaLimits rpm to show window room against")
     status.add_argument("--tpm", type=int, help="QuotaLimits tpm to show window room against")

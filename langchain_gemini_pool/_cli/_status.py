@@ -1,10 +1,13 @@
 """``gemini-pool status``: each key's state, cooldown, quarantine and window room.
 
-Where the figures come from is one function, :func:`read_status`. Today it builds a pool from
-the configured keys in this process (no request is sent), so it shows the keys, their
-projects and the room the given ``QuotaLimits`` leave; cooldowns and quarantines learnt by
-other processes are not visible yet. When a shared state backend (Redis or disk) is
-configured, ``read_status`` is the one place to read it instead: the output fields stay.
+Where the figures come from is one function, :func:`read_status`. It builds a pool from the
+configured keys (no request is sent) over the shared state backend named by ``--state`` or
+``GEMINI_POOL_STATE`` (a redis:// URL or a directory), so it shows what every worker using
+that backend sees: quarantines, cooldowns of each (project, ``--model``), requests in flight
+and window room, deployment-wide. Without a backend it is a fresh pool in this process.
+``requests``, ``successes``, ``rate_limited`` and ``errors`` count this process's attempts
+only (none, for the CLI). A cooldown is found for the projects the keys are given in: keys
+from the environment are each their own project.
 
 JSON fields (stable): ``source`` (where the state was read), ``model``, ``keys``: a list of
 ``pool_status()`` rows — ``index``, ``fingerprint``, ``project``, ``state`` (ready / cooling /
@@ -50,8 +53,18 @@ def read_status(args: argparse.Namespace) -> dict[str, Any]:
             limits = QuotaLimits(rpm=args.rpm, tpm=args.tpm, rpd=args.rpd)
         except (TypeError, ValueError) as exc:
             raise CliError(str(exc), 2) from None
-    pool = ChatGeminiPool(model=args.model, api_keys=keys, limits=limits)
-    return {"source": LOCAL_SOURCE, "model": args.model, "keys": pool.pool_status()}
+    try:
+        pool = ChatGeminiPool(
+            model=args.model, api_keys=keys, limits=limits, state=getattr(args, "state", None)
+        )
+        rows = pool.pool_status()
+    except (ValueError, TypeError, ConnectionError) as exc:
+        raise CliError(f"Cannot read the shared state: {exc}", PROBLEM) from None
+    state = pool._state
+    if state is None or not getattr(state, "shared", False):
+        return {"source": LOCAL_SOURCE, "model": args.model, "keys": rows}
+    source = f"{state!r}, shared by every process that uses it"
+    return {"source": source, "model": args.model, "keys": rows}
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:

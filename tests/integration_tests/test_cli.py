@@ -52,6 +52,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     work.mkdir()
     monkeypatch.chdir(work)
     monkeypatch.setenv("GEMINI_POOL_LEDGER_DIR", str(tmp_path / "ledger"))
+    monkeypatch.delenv("GEMINI_POOL_STATE", raising=False)
     monkeypatch.setenv("GEMINI_POOL_CACHE_DIR", str(tmp_path / "cache"))
     return work
 

@@ -1,0 +1,183 @@
+"""``ChatGeminiPool(state=...)`` in one process: choosing the backend, async paths, the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from langchain_gemini_pool import (
+    ChatGeminiPool,
+    DiskState,
+    InMemoryState,
+    QuotaLimits,
+    RedisState,
+)
+from langchain_gemini_pool._scheduler import Scheduler
+from langchain_gemini_pool._shared_scheduler import SharedScheduler
+from langchain_gemini_pool.cli import main
+from langchain_gemini_pool.testing import FakeGeminiServer, Quota
+from tests.state.conftest import RedisServer
+
+MODEL = "gemini-2.5-flash"
+KEYS = ["fake-key-pool-0001", "fake-key-pool-0002"]
+BAD = "fake-key-pool-dead"
+
+
+@pytest.fixture
+def server() -> Iterator[FakeGeminiServer]:
+    with FakeGeminiServer(keys=KEYS) as started:
+        yield started
+
+
+@pytest.fixture(autouse=True)
+def no_state_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GEMINI_POOL_STATE", raising=False)
+
+
+def test_without_state_the_pool_keeps_its_in_process_scheduler(
+    server: FakeGeminiServer,
+) -> None:
+    pool = ChatGeminiPool(model=MODEL, api_keys=KEYS, base_url=server.base_url)
+    assert type(pool._scheduler) is Scheduler
+    assert pool.pool_status()[0]["shared"] is False
+
+
+def test_state_from_the_environment_or_a_string(
+    server: FakeGeminiServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GEMINI_POOL_STATE", str(tmp_path / "env"))
+    pool = ChatGeminiPool(model=MODEL, api_keys=KEYS, base_url=server.base_url)
+    assert isinstance(pool._state, DiskState)
+    assert pool._state.directory == tmp_path / "env"
+    given = ChatGeminiPool(
+        model=MODEL, api_keys=KEYS, base_url=server.base_url, state=str(tmp_path / "s")
+    )
+    assert isinstance(given._state, DiskState)  # an explicit state wins over the variable
+    assert given._state.directory == tmp_path / "s"
+    assert given.invoke("hi").content
+    assert given.pool_status()[0]["shared"] is True
+
+
+def test_a_state_of_the_wrong_kind_is_a_clear_error(server: FakeGeminiServer) -> None:
+    with pytest.raises(TypeError, match=r"state must be InMemoryState\(\), DiskState"):
+        ChatGeminiPool(model=MODEL, api_keys=KEYS, base_url=server.base_url, state=42)
+    with pytest.raises(ValueError, match="redis://"):
+        ChatGeminiPool(model=MODEL, api_keys=KEYS, base_url=server.base_url, state="ftp://x")
+
+
+def test_two_pools_on_one_in_memory_state_share_quarantines(server: FakeGeminiServer) -> None:
+    state = InMemoryState()
+    first, second = (
+        ChatGeminiPool(model=MODEL, api_keys=[BAD, *KEYS], base_url=server.base_url, state=state)
+        for _ in range(2)
+    )
+    assert isinstance(first._scheduler, SharedScheduler)
+    assert not first._scheduler.blocking  # no I/O: the async paths stay inline
+    first.invoke("hi")  # BAD is quarantined on the way
+    row = second.pool_status()[0]
+    assert (row["state"], row["reason"]) == ("invalid", "400 API_KEY_INVALID")
+    second.invoke("hi")
+    assert server.stats()["total"]["client_errors"] == 1
+
+
+@pytest.fixture(params=["disk", "redis"])
+def backend(
+    request: pytest.FixtureRequest, tmp_path: Path, redis_factory: Callable[..., RedisServer]
+) -> Iterator[DiskState | RedisState]:
+    state = (
+        DiskState(tmp_path / "state")
+        if request.param == "disk"
+        else RedisState(redis_factory().url)
+    )
+    yield state
+    state.close()
+
+
+async def test_async_paths_run_the_backend_off_the_event_loop(
+    server: FakeGeminiServer, backend: DiskState | RedisState
+) -> None:
+    pool = ChatGeminiPool(
+        model=MODEL,
+        api_keys=[BAD, *KEYS],
+        base_url=server.base_url,
+        state=backend,
+        limits=QuotaLimits(rpm=1000),
+    )
+    assert pool._scheduler.blocking
+    loop_thread, seen = threading.get_ident(), []
+    admit, settle = backend.admit, backend.settle
+
+    def spy_admit(*args: Any, **kwargs: Any) -> Any:  # the real backend, its thread noted
+        seen.append(threading.get_ident())
+        return admit(*args, **kwargs)
+
+    def spy_settle(*args: Any, **kwargs: Any) -> Any:
+        seen.append(threading.get_ident())
+        return settle(*args, **kwargs)
+
+    backend.admit, backend.settle = spy_admit, spy_settle  # type: ignore[method-assign]
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    beat = asyncio.create_task(ticker())
+    replies = await pool.abatch([f"q{i}" for i in range(12)])
+    chunks = [c async for c in pool.astream("stream me")]
+    beat.cancel()
+    assert all(r.content for r in replies) and chunks
+    assert ticks > 12
+    assert len(seen) >= 2 * 14  # one admit and one settle per attempt (BAD's too) ...
+    assert loop_thread not in seen  # ... none of them on the event loop's thread
+    row = pool.pool_status()[0]
+    assert (row["state"], row["in_flight"]) == ("invalid", 0)  # every reservation settled
+    assert sum(r["successes"] for r in pool.pool_status()) == 13
+
+
+def test_cli_status_reads_the_shared_state(
+    server: FakeGeminiServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limited = FakeGeminiServer(keys=KEYS, quotas=Quota(rpm=1)).start()
+    try:
+        state_dir = tmp_path / "state"
+        pool = ChatGeminiPool(
+            model=MODEL,
+            api_keys=[BAD, *KEYS],
+            base_url=limited.base_url,
+            state=DiskState(state_dir),
+            max_wait=0,
+        )
+        pool.invoke("one")  # BAD quarantined, KEYS[0]'s project served
+        with pytest.raises(Exception, match="429|rate"):
+            for _ in range(3):  # KEYS[0]'s and KEYS[1]'s projects each draw a 429
+                pool.invoke("more")
+        monkeypatch.setenv("GEMINI_API_KEYS", ",".join([BAD, *KEYS]))
+        for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY"):
+            monkeypatch.delenv(name, raising=False)
+        sent = limited.stats()["total"]["requests"]
+        out, err = io.StringIO(), io.StringIO()
+        monkeypatch.setattr("sys.stdout", out)
+        monkeypatch.setattr("sys.stderr", err)
+        code = main(["status", "--state", str(state_dir), "--json", "--model", MODEL])
+        data = json.loads(out.getvalue())
+        assert limited.stats()["total"]["requests"] == sent  # the CLI sent nothing
+    finally:
+        limited.stop()
+    assert code == 0, err.getvalue()
+    assert data["source"].startswith("DiskState(")
+    states = {row["fingerprint"]: (row["state"], row["reason"]) for row in data["keys"]}
+    assert states["…dead"] == ("invalid", "400 API_KEY_INVALID")
+    cooling = [s for fp, s in states.items() if fp != "…dead" and s[0] == "cooling"]
+    assert cooling  # a cooldown another process set, with its reason
+    assert all(reason for _, reason in cooling)
+    assert all(row["shared"] for row in data["keys"])
