@@ -158,7 +158,7 @@ def test_cli_status_reads_the_shared_state(
             max_wait=0,
         )
         pool.invoke("one")  # BAD quarantined, KEYS[0]'s project served
-        with pytest.raises(Exception, match="429|rate"):
+        with pytest.raises(Exception, match=r"429|rate"):
             for _ in range(3):  # KEYS[0]'s and KEYS[1]'s projects each draw a 429
                 pool.invoke("more")
         monkeypatch.setenv("GEMINI_API_KEYS", ",".join([BAD, *KEYS]))
