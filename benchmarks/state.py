@@ -1,7 +1,11 @@
 """Benchmark: what one decision costs on each shared-state backend, side by side.
 
-Run: ``python benchmarks/state.py`` (about half a minute; starts its own ``redis-server``
+Run: ``python benchmarks/state.py`` (about a minute; starts its own ``redis-server``
 on a free loopback port when one is installed, or pass ``--redis URL``).
+
+Part 2 (``--pool``, on by default): per-call ``invoke`` time of a whole ``ChatGeminiPool``
+on each backend against a bare ``ChatGoogleGenerativeAI``, on the local emulator at zero
+and at 20 ms added latency, calls interleaved so every contender sees the same machine.
 
 A decision is what the pool will do per attempt: one ``admit`` before the call (4
 candidate keys, each its own (project, model) with RPM, TPM and RPD limits) and one
@@ -102,6 +106,65 @@ def measure(name: str, make: Callable[[str], StateBackend]) -> list[str]:
     return rows
 
 
+POOL_CALLS = {0.0: 300, 0.02: 60}
+POOL_KEYS = [f"bench-pool-key-{i}" for i in range(4)]
+
+
+def pool_rows(url: str | None, tmp: str) -> list[str]:
+    """Median per-call invoke time: bare model vs pools on each backend, interleaved."""
+    import statistics
+
+    from langchain_google_genai import ChatGoogleGenerativeAI
+
+    from langchain_gemini_pool import ChatGeminiPool
+    from langchain_gemini_pool.testing import FakeGeminiServer, Faults
+
+    rows = []
+    for latency, calls in POOL_CALLS.items():
+        with FakeGeminiServer(faults=Faults(latency_s=latency)) as server:
+            limits = QuotaLimits(rpm=10**6, tpm=10**12, rpd=10**9)
+            contenders: list[tuple[str, Any]] = [
+                ("bare ChatGoogleGenerativeAI", None),
+                ("pool, no state (in-process)", "none"),
+                ("pool, InMemoryState", InMemoryState()),
+                ("pool, DiskState", DiskState(f"{tmp}/pool-{latency}")),
+            ]
+            if url:
+                contenders.append(("pool, RedisState", RedisState(url, prefix=f"pb{latency}")))
+            models: list[tuple[str, Any]] = []
+            for name, state in contenders:
+                if state is None:
+                    model: Any = ChatGoogleGenerativeAI(
+                        model="gemini-2.5-flash",
+                        google_api_key=POOL_KEYS[0],
+                        base_url=server.base_url,
+                    )
+                else:
+                    model = ChatGeminiPool(
+                        model="gemini-2.5-flash",
+                        api_keys=POOL_KEYS,
+                        base_url=server.base_url,
+                        limits=limits,
+                        state=None if state == "none" else state,
+                    )
+                for _ in range(10):
+                    model.invoke("warm up")
+                models.append((name, model))
+            samples: dict[str, list[float]] = {name: [] for name, _ in models}
+            for i in range(calls):
+                for name, model in models:
+                    t0 = time.perf_counter()
+                    model.invoke(f"call {i}")
+                    samples[name].append(time.perf_counter() - t0)
+            bare = statistics.median(samples[models[0][0]])
+            for name, _ in models:
+                med = statistics.median(samples[name])
+                rows.append(
+                    f"{latency * 1e3:>5.0f} ms  {name:<30}{med * 1e3:>9.3f} ms{med / bare:>8.3f}x"
+                )
+    return rows
+
+
 def ping_us(url: str) -> float:
     import redis
 
@@ -138,6 +201,9 @@ def start_redis() -> tuple[subprocess.Popen[bytes], str, str] | None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--redis", help="a Redis URL to use instead of starting one")
+    parser.add_argument(
+        "--no-pool", action="store_true", help="skip part 2 (whole pools on the emulator)"
+    )
     args = parser.parse_args()
     started = None if args.redis else start_redis()
     url = args.redis or (started[1] if started else None)
@@ -156,6 +222,13 @@ def main() -> int:
                 print(row)
         if url:
             print(f"(reference: one Redis PING round trip, sync: {ping_us(url):.1f} µs)")
+        if not args.no_pool:
+            print(
+                f"\ninvoke per call, median, interleaved ({POOL_CALLS[0.0]} calls at 0 ms, "
+                f"{POOL_CALLS[0.02]} at 20 ms); ratio to the bare model"
+            )
+            for row in pool_rows(url, tmp):
+                print(row)
     finally:
         if started:
             started[0].kill()
