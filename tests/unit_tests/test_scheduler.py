@@ -800,7 +800,7 @@ def test_a_cooldown_never_shortens(
             model.key_until[index] = max(model.key_until.get(index, 0.0), now + 4.0)
         else:
             until = {
-                "429": now + delay,
+                "429": now + max(1.0, delay),  # the floor: MIN_RATE_LIMIT_COOLDOWN_S
                 "429-none": now + 20.0,
                 "429-day": next_pacific_midnight(now),
             }[kind]
