@@ -181,3 +181,37 @@ def test_cli_status_reads_the_shared_state(
     assert cooling  # a cooldown another process set, with its reason
     assert all(reason for _, reason in cooling)
     assert all(row["shared"] for row in data["keys"])
+
+
+@pytest.mark.parametrize("how", ["kill", "sigstop"])
+async def test_a_lost_redis_fails_no_caller_request(
+    server: FakeGeminiServer,
+    redis_factory: Callable[..., RedisServer],
+    caplog: pytest.LogCaptureFixture,
+    how: str,
+) -> None:
+    redis = redis_factory()
+    pool = ChatGeminiPool(
+        model=MODEL,
+        api_keys=KEYS,
+        base_url=server.base_url,
+        state=RedisState(redis.url, timeout=0.3),
+        limits=QuotaLimits(rpm=1000),
+    )
+    assert pool.invoke("before").content
+    if how == "kill":
+        redis.stop()
+    else:
+        redis.pause()
+    try:
+        with caplog.at_level("WARNING", logger="langchain_gemini_pool"):
+            assert pool.invoke("during, sync").content
+            replies = await pool.abatch([f"during, async {i}" for i in range(4)])
+            assert all(r.content for r in replies)
+            assert [c async for c in pool.astream("during, stream")]
+        said = [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()]
+        assert len(said) == 1  # said once, loudly
+        assert {row["state"] for row in pool.pool_status()} == {"ready"}
+    finally:
+        redis.resume()
+    assert server.stats()["total"]["ok"] == 7
