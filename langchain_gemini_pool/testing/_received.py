@@ -1,0 +1,66 @@
+"""What the emulator received, request by request: for tests that check settings reach the wire.
+
+Each record is a plain dict:
+
+- ``method``, ``path``, ``query`` (parsed, without any ``key``), ``body`` (the parsed JSON,
+  or ``None``);
+- ``headers``: every header line as sent, ``[name_lowercased, value]`` in order, so a header
+  sent twice shows twice; API key values are masked (``mask_key``);
+- ``key``: the masked key the request was sent with (header, else ``?key=``), or ``None``.
+
+Only the most recent ``limit`` requests are kept, so a long soak does not grow memory.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+from collections import deque
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from langchain_gemini_pool._keys import mask_key
+
+_KEY_HEADER = "x-goog-api-key"
+
+
+class Received:
+    """A bounded, thread-safe log of received requests, key text masked."""
+
+    def __init__(self, limit: int = 1000) -> None:
+        self._log: deque[dict[str, Any]] = deque(maxlen=limit)
+        self._lock = threading.Lock()
+
+    def add(self, method: str, target: str, headers: list[tuple[str, str]], raw: bytes) -> None:
+        lines = [
+            [name.lower(), mask_key(value) if name.lower() == _KEY_HEADER else value]
+            for name, value in headers
+        ]
+        url = urlsplit(target)
+        query = parse_qs(url.query)
+        key = next((value for name, value in headers if name.lower() == _KEY_HEADER), None)
+        if key is None:
+            key = (query.get("key") or [None])[0]
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        record = {
+            "method": method,
+            "path": url.path,
+            "query": {name: values for name, values in query.items() if name != "key"},
+            "headers": lines,
+            "body": body,
+            "key": mask_key(key) if key else None,
+        }
+        with self._lock:
+            self._log.append(record)
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return copy.deepcopy(list(self._log))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._log.clear()
