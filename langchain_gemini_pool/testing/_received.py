@@ -41,7 +41,7 @@ class Received:
         query = parse_qs(url.query)
         key = next((value for name, value in headers if name.lower() == _KEY_HEADER), None)
         if key is None:
-            key = (query.get("key") or [None])[0]
+            key = (query.get("key") or [""])[0]
         try:
             body = json.loads(raw) if raw else None
         except ValueError:
