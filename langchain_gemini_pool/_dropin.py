@@ -21,28 +21,34 @@ KEYS_SECRET = "GEMINI_API_KEYS"  # noqa: S105 - the name of a secret, not one
 
 _VERTEX_FIELDS = ("vertexai", "credentials", "project", "location")
 _TRUE = ("true", "1", "yes")
+_FALSE = ("false", "0", "no")
 
 
 def refuse_vertex_ai(values: Mapping[str, Any]) -> None:
     """Raise one clear error for every way of asking for Vertex AI.
 
-    ``vertexai=True``, ``credentials=``, ``project=`` and ``location=`` (Vertex AI settings the
-    bare class would act on) and ``GOOGLE_GENAI_USE_VERTEXAI=true`` in the environment (unless
-    ``vertexai=False`` is given, which wins as it does for the bare class).
+    The ways are the bare class's own (``_determine_backend``): ``vertexai=True``;
+    ``GOOGLE_GENAI_USE_VERTEXAI=true`` in the environment; ``project=`` (unless
+    ``vertexai=False`` or the variable says false, which win as they do for the bare class);
+    and ``credentials=`` always (the pool only holds API keys). ``location=`` alone does not
+    ask for Vertex AI, and is ignored as the bare class ignores it.
     """
-    asked = [
-        f"{name}=" if name != "vertexai" else "vertexai=True"
-        for name in _VERTEX_FIELDS
-        if (values.get(name) if name == "vertexai" else values.get(name) is not None)
-    ]
+    vertexai = values.get("vertexai")
     env = os.environ.get("GOOGLE_GENAI_USE_VERTEXAI", "").strip().lower()
-    if env in _TRUE and values.get("vertexai") is None:
+    asked = []
+    if vertexai:
+        asked.append("vertexai=True")
+    if values.get("credentials") is not None:
+        asked.append("credentials=")
+    if vertexai is None and env in _TRUE:
         asked.append(f"GOOGLE_GENAI_USE_VERTEXAI={env} in the environment")
+    elif vertexai is None and env not in _FALSE and values.get("project") is not None:
+        asked.append("project=")
     if asked:
         raise ValueError(
             "ChatGeminiPool pools Gemini Developer API keys and does not support Vertex AI "
             f"(asked for by {', '.join(asked)}). Use ChatGoogleGenerativeAI for Vertex AI; "
-            "for the pool, drop vertexai/credentials/project/location and unset "
+            "for the pool, drop vertexai/credentials/project and unset "
             "GOOGLE_GENAI_USE_VERTEXAI (or pass vertexai=False). Group keys by Google Cloud "
             "project with api_keys={project: [keys]} instead of project=."
         )

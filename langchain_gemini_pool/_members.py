@@ -19,6 +19,7 @@ failure) unless the caller passes ``http_options`` with ``retry_options`` for on
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -58,11 +59,20 @@ class Member:
     are at that moment, so a setting changed (or a client mocked) after construction is used.
     """
 
-    __slots__ = ("_pool", "_secret")
+    __slots__ = ("_pool_ref", "_secret")
 
     def __init__(self, pool: ChatGeminiPool, secret: SecretStr) -> None:
-        self._pool = pool
+        # A weak reference: the pool owns its members, and no cycle may keep a dropped pool
+        # (and so its client's connections) alive until the garbage collector runs.
+        self._pool_ref = weakref.ref(pool)
         self._secret = secret
+
+    @property
+    def _pool(self) -> ChatGeminiPool:
+        pool = self._pool_ref()
+        if pool is None:
+            raise RuntimeError("The ChatGeminiPool of this key is gone.")
+        return pool
 
     def __repr__(self) -> str:
         return "Member(<key hidden>)"
@@ -137,7 +147,7 @@ class Members:
     """The keys of one pool, by index, and a sender for each."""
 
     def __init__(self, pool: ChatGeminiPool) -> None:
-        self._pool = pool
+        self._pool_ref = weakref.ref(pool)
         self._secrets: dict[int, SecretStr] = {}
         self._members: dict[int, Member] = {}
         self._lock = threading.Lock()
@@ -145,7 +155,9 @@ class Members:
     def add(self, index: int, secret: SecretStr) -> None:
         with self._lock:
             self._secrets[index] = secret
-            self._members[index] = Member(self._pool, secret)
+            pool = self._pool_ref()
+            if pool is not None:
+                self._members[index] = Member(pool, secret)
 
     def remove(self, index: int) -> None:
         with self._lock:

@@ -124,3 +124,12 @@ def test_remove_key_moves_the_pools_own_key_and_client_on(emulator: Emulator) ->
     assert pool.google_api_key is not None
     assert pool.google_api_key.get_secret_value() == KEYS[3]
     assert pool.invoke("back").response_metadata["key_index"] == 3
+
+
+def test_dropping_the_pool_closes_its_connections() -> None:
+    """As for the bare class: no reference cycle keeps a dropped pool's client open."""
+    pool = ChatGeminiPool(model=MODEL, api_keys=KEYS[:3])
+    transport = pool.client._api_client._httpx_client
+    assert transport is not None and not transport.is_closed
+    del pool
+    assert transport.is_closed

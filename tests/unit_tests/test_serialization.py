@@ -117,7 +117,8 @@ def test_loading_needs_the_class_allowed(pool: ChatGeminiPool) -> None:
         ({"vertexai": True}, "vertexai=True"),
         ({"credentials": object()}, "credentials="),
         ({"project": "my-gcp-project"}, "project="),
-        ({"location": "us-central1"}, "location="),
+        ({"project": "my-gcp-project", "location": "us-central1"}, "project="),
+        ({"vertexai": True, "location": "us-central1"}, "vertexai=True"),
     ],
 )
 def test_every_vertex_setting_gets_the_same_error(settings: dict[str, Any], named: str) -> None:
@@ -137,10 +138,19 @@ def test_vertex_from_the_environment_gets_the_same_error(
     assert "GOOGLE_GENAI_USE_VERTEXAI" in str(raised.value)
 
 
-def test_explicit_developer_api_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_explicit_developer_api_wins_as_for_the_bare_class(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What the bare class runs on the Developer API, the pool accepts: ``vertexai=False``
+    over the environment and over ``project=``; the variable saying false; ``location=``
+    alone."""
     monkeypatch.setenv("GOOGLE_GENAI_USE_VERTEXAI", "true")
     monkeypatch.setenv("GOOGLE_CLOUD_LOCATION", "us-central1")  # ambient, not asked for
-    pool = ChatGeminiPool(model=MODEL, api_keys=KEYS, vertexai=False)
-    assert pool._use_vertexai is False  # type: ignore[attr-defined]
+    built = [ChatGeminiPool(model=MODEL, api_keys=KEYS, vertexai=False, project="p")]
     monkeypatch.setenv("GOOGLE_GENAI_USE_VERTEXAI", "false")
-    assert ChatGeminiPool(model=MODEL, api_keys=KEYS)._use_vertexai is False  # type: ignore[attr-defined]
+    built.append(ChatGeminiPool(model=MODEL, api_keys=KEYS, project="p"))
+    monkeypatch.delenv("GOOGLE_GENAI_USE_VERTEXAI")
+    built.append(ChatGeminiPool(model=MODEL, api_keys=KEYS, location="europe-west4"))
+    assert [pool._use_vertexai for pool in built] == [False] * 3  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="credentials="):
+        ChatGeminiPool(model=MODEL, api_keys=KEYS, vertexai=False, credentials=object())
