@@ -24,7 +24,13 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from google.genai.client import Client as GenaiClient
-from google.genai.types import Content, CountTokensConfig, HttpOptions, Part
+from google.genai.types import (
+    Content,
+    CountTokensConfig,
+    GenerateContentConfig,
+    HttpOptions,
+    Part,
+)
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
@@ -35,12 +41,14 @@ if TYPE_CHECKING:
     from langchain_gemini_pool.chat_models import ChatGeminiPool
 
 KEY_HEADER = "x-goog-api-key"
+KEY_KWARG = "_gemini_pool_key"
+"""The private keyword a member's key travels under, from the member to the request config."""
 
 
 def keyed_http_options(options: HttpOptions | Mapping[str, Any] | None, key: str) -> HttpOptions:
     """The caller's per-request ``http_options`` (if any) with this key's header over them."""
-    if options is None:
-        return HttpOptions(headers={KEY_HEADER: key})
+    if options is None:  # the common case: no validation, only the one field set
+        return HttpOptions.model_construct(headers={KEY_HEADER: key})
     copied = (
         HttpOptions.model_validate(dict(options))
         if isinstance(options, Mapping)
@@ -50,6 +58,30 @@ def keyed_http_options(options: HttpOptions | Mapping[str, Any] | None, key: str
     headers[KEY_HEADER] = key
     copied.headers = headers
     return copied
+
+
+def put_key(config: GenerateContentConfig, key: SecretStr, caller_options: object) -> None:
+    """Set the key header on a request config built by ``ChatGoogleGenerativeAI``.
+
+    Args:
+        config: The config of one request.
+        key: The key to send it with.
+        caller_options: The per-call ``http_options`` the caller passed (if any): an options
+            object that is the caller's own is copied, never changed in place (members always
+            pass ``max_retries``, so the config normally holds options built for this request,
+            changed in place at no cost).
+    """
+    options = config.http_options
+    if options is None:
+        config.http_options = keyed_http_options(None, key.get_secret_value())
+        return
+    old = options.headers
+    headers = {k: v for k, v in old.items() if k.lower() != KEY_HEADER} if old else {}
+    headers[KEY_HEADER] = key.get_secret_value()
+    if options is caller_options:
+        config.http_options = options.model_copy(update={"headers": headers})
+    else:
+        options.headers = headers
 
 
 class Member:
@@ -78,12 +110,10 @@ class Member:
         return "Member(<key hidden>)"
 
     def _keyed(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        keyed = dict(kwargs)
-        keyed["http_options"] = keyed_http_options(
-            keyed.get("http_options"), self._secret.get_secret_value()
-        )
-        keyed["max_retries"] = 1  # one attempt per key; the pool retries across keys
-        return keyed
+        """``kwargs`` (a call's own dict) with this key and one SDK attempt."""
+        kwargs[KEY_KWARG] = self._secret  # put on the request by ChatGeminiPool
+        kwargs["max_retries"] = 1  # one attempt per key; the pool retries across keys
+        return kwargs
 
     def _generate(
         self,

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
+from google.genai.types import GenerateContentConfig
 from langchain_core.caches import BaseCache
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.globals import get_llm_cache
@@ -39,7 +40,7 @@ from langchain_gemini_pool._keys import (
     mask_key,
     normalize_keys,
 )
-from langchain_gemini_pool._members import Member, Members, set_client_key
+from langchain_gemini_pool._members import KEY_KWARG, Member, Members, put_key, set_client_key
 from langchain_gemini_pool._quota import QuotaLimits
 from langchain_gemini_pool._scheduler import Pick, Scheduler
 from langchain_gemini_pool._streams import StreamCache, StreamTally, replay
@@ -429,6 +430,15 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         )
         if plan.quota_warnings:
             message.response_metadata["quota_warnings"] = list(plan.quota_warnings)
+
+    def _build_request_config(self, *args: Any, **kwargs: Any) -> GenerateContentConfig:
+        """The bare class's request config, with the key a member passed as its header."""
+        key = kwargs.pop(KEY_KWARG, None)
+        caller_options = kwargs.get("http_options")
+        config = super()._build_request_config(*args, **kwargs)
+        if key is not None:
+            put_key(config, key, caller_options)
+        return config
 
     def _rotated(self, pick: Pick) -> Member:
         logger.debug("Rotated to API key index %d", pick.index)
