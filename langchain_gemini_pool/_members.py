@@ -5,10 +5,11 @@ The pool is a ``ChatGoogleGenerativeAI`` and builds its ``client`` exactly as th
 it is what builds the pool's client). Every request goes through that one client, read
 afresh on each call, so ``llm.client.models.generate_content`` mocks, a replaced
 ``llm.client`` and every client-level setting (``additional_headers``, ``base_url``,
-``client_args``) reach every key. The key of a request travels as a per-request
+``client_args``) reach every key. The request is built by ``ChatGoogleGenerativeAI``'s own
+code on the pool; the member passes its key under a private keyword that
+``ChatGeminiPool._build_request_config`` turns into the config's per-request
 ``x-goog-api-key`` header, which the SDK merges over the client's own (a dict merge on the
-same lowercase name: the client's header is replaced, never duplicated). The request itself
-is built by ``ChatGoogleGenerativeAI``'s own code on the pool, so per-call settings
+same lowercase name: the client's header is replaced, never duplicated). So per-call settings
 (``safety_settings``, thinking config, modalities, ``timeout``, ``http_options``) are what
 the bare class would send. One client means one connection pool for any number of keys.
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
 from google.genai.client import Client as GenaiClient
@@ -45,19 +46,9 @@ KEY_KWARG = "_gemini_pool_key"
 """The private keyword a member's key travels under, from the member to the request config."""
 
 
-def keyed_http_options(options: HttpOptions | Mapping[str, Any] | None, key: str) -> HttpOptions:
-    """The caller's per-request ``http_options`` (if any) with this key's header over them."""
-    if options is None:  # the common case: no validation, only the one field set
-        return HttpOptions.model_construct(headers={KEY_HEADER: key})
-    copied = (
-        HttpOptions.model_validate(dict(options))
-        if isinstance(options, Mapping)
-        else options.model_copy()
-    )
-    headers = {k: v for k, v in (copied.headers or {}).items() if k.lower() != KEY_HEADER}
-    headers[KEY_HEADER] = key
-    copied.headers = headers
-    return copied
+def key_options(key: SecretStr) -> HttpOptions:
+    """Per-request options that carry only the key (built without validation: one field)."""
+    return HttpOptions.model_construct(headers={KEY_HEADER: key.get_secret_value()})
 
 
 def put_key(config: GenerateContentConfig, key: SecretStr, caller_options: object) -> None:
@@ -73,7 +64,7 @@ def put_key(config: GenerateContentConfig, key: SecretStr, caller_options: objec
     """
     options = config.http_options
     if options is None:
-        config.http_options = keyed_http_options(None, key.get_secret_value())
+        config.http_options = key_options(key)
         return
     old = options.headers
     headers = {k: v for k, v in old.items() if k.lower() != KEY_HEADER} if old else {}
@@ -164,7 +155,7 @@ class Member:
         pool = self._pool
         if pool.client is None:
             raise ValueError("Client not initialized.")
-        options = keyed_http_options(None, self._secret.get_secret_value())
+        options = key_options(self._secret)
         result = pool.client.models.count_tokens(
             model=pool.model,
             contents=[Content(parts=[Part(text=text)])],
