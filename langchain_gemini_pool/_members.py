@@ -20,7 +20,6 @@ failure) unless the caller passes ``http_options`` with ``retry_options`` for on
 from __future__ import annotations
 
 import threading
-import weakref
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -76,26 +75,20 @@ def put_key(config: GenerateContentConfig, key: SecretStr, caller_options: objec
 
 
 class Member:
-    """Sends the pool's requests with one key.
+    """Sends one request of the pool with one key.
 
-    Holds no settings of its own: each call reads the pool's fields and ``client`` as they
-    are at that moment, so a setting changed (or a client mocked) after construction is used.
+    Made per request by ``ChatGeminiPool._rotated`` and holding no settings of its own: it
+    reads the pool's fields and ``client`` as they are at that moment, so a setting changed
+    (or a client mocked) after construction is used, and a ``model_copy`` of the pool sends
+    with the copy's settings. Nothing long-lived refers back to the pool, so a dropped pool
+    closes its client at once, as the bare class does.
     """
 
-    __slots__ = ("_pool_ref", "_secret")
+    __slots__ = ("_pool", "_secret")
 
     def __init__(self, pool: ChatGeminiPool, secret: SecretStr) -> None:
-        # A weak reference: the pool owns its members, and no cycle may keep a dropped pool
-        # (and so its client's connections) alive until the garbage collector runs.
-        self._pool_ref = weakref.ref(pool)
+        self._pool = pool
         self._secret = secret
-
-    @property
-    def _pool(self) -> ChatGeminiPool:
-        pool = self._pool_ref()
-        if pool is None:
-            raise RuntimeError("The ChatGeminiPool of this key is gone.")
-        return pool
 
     def __repr__(self) -> str:
         return "Member(<key hidden>)"
@@ -165,34 +158,23 @@ class Member:
 
 
 class Members:
-    """The keys of one pool, by index, and a sender for each."""
+    """The keys of one pool, by index."""
 
-    def __init__(self, pool: ChatGeminiPool) -> None:
-        self._pool_ref = weakref.ref(pool)
+    def __init__(self) -> None:
         self._secrets: dict[int, SecretStr] = {}
-        self._members: dict[int, Member] = {}
         self._lock = threading.Lock()
 
     def add(self, index: int, secret: SecretStr) -> None:
         with self._lock:
             self._secrets[index] = secret
-            pool = self._pool_ref()
-            if pool is not None:
-                self._members[index] = Member(pool, secret)
 
     def remove(self, index: int) -> None:
         with self._lock:
             self._secrets.pop(index, None)
-            self._members.pop(index, None)
 
     def secret_texts(self) -> set[str]:
         with self._lock:
             return {s.get_secret_value() for s in self._secrets.values()}
-
-    def secrets(self) -> list[SecretStr]:
-        """The keys in index order (the order they were added)."""
-        with self._lock:
-            return [self._secrets[i] for i in sorted(self._secrets)]
 
     def first(self) -> SecretStr | None:
         """The key with the smallest index, if any key is left."""
@@ -206,9 +188,9 @@ class Members:
                     return index
         return None
 
-    def get(self, index: int) -> Member:
-        """The sender for key ``index``."""
-        return self._members[index]
+    def sender(self, pool: ChatGeminiPool, index: int) -> Member:
+        """A sender for key ``index`` on ``pool``'s settings and client."""
+        return Member(pool, self._secrets[index])
 
 
 def set_client_key(client: object, secret: SecretStr | None) -> None:

@@ -205,7 +205,7 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
             )
         self._clock = self.clock if self.clock is not None else SystemClock()
         self._scheduler = Scheduler(self.strategy, limits, self.rate_limit_cooldown)
-        self._members = Members(self)
+        self._members = Members()
         self._add_entries(entries)
         self._ledger = self.ledger
         if self._ledger is None and self.usage_limits is not None:
@@ -442,7 +442,7 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
 
     def _rotated(self, pick: Pick) -> Member:
         logger.debug("Rotated to API key index %d", pick.index)
-        return self._members.get(pick.index)
+        return self._members.sender(self, pick.index)
 
     @staticmethod
     def _user(run_manager: Any, kwargs: dict[str, Any]) -> str:

@@ -217,6 +217,14 @@ def test_a_client_replaced_after_construction_is_used(pool: ChatGeminiPool) -> N
     assert config.temperature == 0.25
 
 
+def test_a_copy_of_the_pool_sends_with_its_own_settings() -> None:
+    copy = ChatGeminiPool(model=MODEL, api_keys=KEYS).model_copy(update={"temperature": 0.9})
+    with patch.object(copy.client.models, "generate_content", return_value=reply()) as mock:
+        copy.invoke("hi")  # the original is gone: the copy still sends
+    assert mock.call_args.kwargs["config"].temperature == 0.9
+    assert key_of(mock.call_args) == KEYS[0]
+
+
 def test_thought_signatures_go_back_with_the_next_turn(pool: ChatGeminiPool) -> None:
     call = Part(
         function_call=FunctionCall(name="get_weather", args={"city": "Paris"}),
