@@ -268,6 +268,37 @@ def test_explicit_max_retries_is_the_pool_attempts_on_server_faults(
     assert all(c.kwargs["config"].http_options.retry_options.attempts == 1 for c in calls)
 
 
+async def afault(**_: Any) -> GenerateContentResponse:
+    return server_fault()
+
+
+@pytest.mark.parametrize("how", ["invoke", "ainvoke", "stream", "astream"])
+async def test_max_retries_counts_on_every_call_path(how: str) -> None:
+    client_cls = patched_client()
+    instance = client_cls.return_value
+    instance.models.generate_content = Mock(side_effect=server_fault)
+    instance.models.generate_content_stream = Mock(side_effect=server_fault)
+    instance.aio.models.generate_content = AsyncMock(side_effect=afault)
+    instance.aio.models.generate_content_stream = AsyncMock(side_effect=afault)
+    pool = build(client_cls, clock=ManualClock(), max_retries=2)
+    with pytest.raises(ServerError):
+        if how == "invoke":
+            pool.invoke("hi")
+        elif how == "ainvoke":
+            await pool.ainvoke("hi")
+        elif how == "stream":
+            list(pool.stream("hi"))
+        else:
+            [c async for c in pool.astream("hi")]
+    mocks = {
+        "invoke": instance.models.generate_content,
+        "ainvoke": instance.aio.models.generate_content,
+        "stream": instance.models.generate_content_stream,
+        "astream": instance.aio.models.generate_content_stream,
+    }
+    assert [key_of(c) for c in mocks[how].call_args_list] == KEYS[:2]
+
+
 def test_max_attempts_wins_over_max_retries() -> None:
     client_cls = patched_client()
     client_cls.return_value.models.generate_content = Mock(side_effect=server_fault)
