@@ -151,6 +151,17 @@ def test_a_mocked_429_fails_over_to_the_next_key() -> None:
     assert [key_of(c) for c in calls] == KEYS[:2]
 
 
+def test_remove_key_with_a_mocked_client() -> None:
+    client_cls = patched_client()
+    pool = build(client_cls)
+    pool.remove_key(0)
+    assert pool.google_api_key is not None
+    assert pool.google_api_key.get_secret_value() == KEYS[1]
+    assert pool.client is client_cls.return_value  # a mock is left as it is
+    pool.invoke("hi")
+    assert key_of(client_cls.return_value.models.generate_content.call_args) == KEYS[1]
+
+
 # --- style B: methods of llm.client replaced after construction ----------------------------
 
 
