@@ -1,7 +1,8 @@
 """``ChatGeminiPool``: a drop-in ``ChatGoogleGenerativeAI`` over a pool of API keys.
 
 The pool is itself a ``ChatGoogleGenerativeAI`` (so every helper that checks the type keeps
-working) whose calls go to one member model per key. Which key, and what happens after a
+working) whose calls all go through its own client, each with the key of its member (see
+``_members.py``). Which key, and what happens after a
 failure, is decided by the scheduler and the request plan; this module only wires those
 decisions to the members and keeps ``_generate``/``_agenerate``/``_stream``/``_astream`` thin.
 """
