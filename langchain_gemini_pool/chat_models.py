@@ -1,7 +1,8 @@
 """``ChatGeminiPool``: a drop-in ``ChatGoogleGenerativeAI`` over a pool of API keys.
 
 The pool is itself a ``ChatGoogleGenerativeAI`` (so every helper that checks the type keeps
-working) whose calls go to one member model per key. Which key, and what happens after a
+working) whose calls all go through its own client, each with the key of its member (see
+``_members.py``). Which key, and what happens after a
 failure, is decided by the scheduler and the request plan; this module only wires those
 decisions to the members and keeps ``_generate``/``_agenerate``/``_stream``/``_astream`` thin.
 """
@@ -18,6 +19,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
+from google.genai.types import GenerateContentConfig
 from langchain_core.caches import BaseCache
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.globals import get_llm_cache
@@ -31,6 +33,7 @@ from pydantic import Field, PrivateAttr, SecretStr, model_validator
 from typing_extensions import Self
 
 from langchain_gemini_pool._clock import Clock, SystemClock
+from langchain_gemini_pool._dropin import pool_kwargs, refuse_vertex_ai, revive_settings
 from langchain_gemini_pool._failover import RequestPlan
 from langchain_gemini_pool._keys import (
     KeyEntry,
@@ -38,7 +41,7 @@ from langchain_gemini_pool._keys import (
     mask_key,
     normalize_keys,
 )
-from langchain_gemini_pool._members import Members
+from langchain_gemini_pool._members import KEY_KWARG, Member, Members, put_key, set_client_key
 from langchain_gemini_pool._quota import QuotaLimits
 from langchain_gemini_pool._redact import clean_exception, secrets_in
 from langchain_gemini_pool._scheduler import Pick, Scheduler
@@ -140,8 +143,9 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
     """How to choose among ready keys."""
 
     max_attempts: int | None = None
-    """Attempts that may end in a server fault per request (default: each key once, at
-    least 3). Rate-limit and bad-key failovers do not count."""
+    """Attempts that may end in a server fault per request (default: an explicitly given
+    ``max_retries``, else each key once, at least 3). Rate-limit and bad-key failovers do
+    not count."""
 
     max_wait: float = 60.0
     """Seconds a request may wait for a cooling key to free before
@@ -198,11 +202,7 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         if not isinstance(values, dict):
             return values
         values = dict(values)
-        if values.get("vertexai") or values.get("credentials") is not None:
-            raise ValueError(
-                "ChatGeminiPool pools Gemini Developer API keys; Vertex AI and credentials "
-                "are not supported. Use ChatGoogleGenerativeAI for Vertex AI."
-            )
+        refuse_vertex_ai(values)
         api_keys, source = values.get("api_keys"), "api_keys"
         google_api_key, api_key = values.pop("google_api_key", None), values.pop("api_key", None)
         if api_keys is None and google_api_key:
@@ -217,6 +217,11 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         values["google_api_key"] = entries[0].secret
         values["vertexai"] = False
         return values
+
+    @model_validator(mode="before")
+    @classmethod
+    def _revive_settings(cls, values: Any) -> Any:
+        return revive_settings(dict(values)) if isinstance(values, dict) else values
 
     @model_validator(mode="after")
     def _build_pool(self) -> Self:
@@ -244,7 +249,7 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
             )
         self._clock = self.clock if self.clock is not None else SystemClock()
         self._scheduler = Scheduler(self.strategy, limits, self.rate_limit_cooldown)
-        self._members = Members(self)
+        self._members = Members()
         self._add_entries(entries)
         warn_unknown_projects(limits, {e.project for e in entries})
         self._ledger = self.ledger
@@ -278,6 +283,27 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
     def lc_secrets(self) -> dict[str, str]:
         return {"google_api_key": "GOOGLE_API_KEY", "api_keys": "GEMINI_API_KEYS"}
 
+    def to_json(self) -> Any:
+        """``dumps`` form: every key as the one secret ``GEMINI_API_KEYS``, no key text.
+
+        ``loads(text, secrets_map={"GEMINI_API_KEYS": keys}, valid_namespaces=
+        ["langchain_gemini_pool"], allowed_objects=[ChatGeminiPool])`` rebuilds the pool with
+        its settings; ``keys`` may be a comma-separated string, a list or a mapping
+        project -> keys. Without that secret the keys are loaded from the environment.
+        """
+        data = super().to_json()
+        if data["type"] != "constructor":
+            return data
+        kwargs = dict(data["kwargs"])
+        if "max_retries" not in self.model_fields_set:
+            kwargs.pop("max_retries", None)  # only an explicit one means pool attempts
+        settings = {
+            "limits": self.limits,
+            "usage_limits": self.usage_limits,
+            "env_file": self.env_file,
+        }
+        return {**data, "kwargs": pool_kwargs(kwargs, settings)}
+
     def __reduce__(self) -> Any:
         raise TypeError(
             "ChatGeminiPool holds API keys and cannot be pickled. Serialize it with "
@@ -295,13 +321,30 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
 
     def add_keys(self, keys: Any) -> list[int]:
         """Add keys (a list, or a mapping project -> keys); returns their new indices."""
-        return self._add_entries(normalize_keys(keys, "add_keys(keys)"))
+        indices = self._add_entries(normalize_keys(keys, "add_keys(keys)"))
+        self._follow_first_key()
+        return indices
 
     def remove_key(self, key_or_index: int | str | SecretStr) -> None:
-        """Remove a key, given by its index or its text. Its index is never reused."""
+        """Remove a key, given by its index or its text. Its index is never reused.
+
+        The pool's own ``google_api_key`` and ``client`` then hold the first remaining key
+        (or none), never the removed one.
+        """
         index = self._index_of(key_or_index)
         self._scheduler.remove_key(index)
         self._members.remove(index)
+        self._follow_first_key()
+
+    def _follow_first_key(self) -> None:
+        first = self._members.first()
+        if (
+            first is None
+            or self.google_api_key is None
+            or (first.get_secret_value() != self.google_api_key.get_secret_value())
+        ):
+            object.__setattr__(self, "google_api_key", first)
+            set_client_key(self.client, first)
 
     def reload_keys(self) -> dict[str, list[int]]:
         """Re-read keys from the environment and ``.env``: add new ones, remove gone ones.
@@ -377,11 +420,20 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         return RequestPlan(
             self._scheduler,
             self._clock.now,
-            max_attempts=self.max_attempts or max(3, keys),
+            max_attempts=self._attempts_allowed(keys),
             max_wait=self.max_wait,
             tokens=tokens,
             reserve=reserve,
         )
+
+    def _attempts_allowed(self, keys: int) -> int:
+        """``max_attempts``; else an explicitly given ``max_retries`` (the bare class's
+        attempts, here spread over keys); else each key once, at least 3."""
+        if self.max_attempts is not None:
+            return self.max_attempts
+        if "max_retries" in self.model_fields_set:
+            return max(1, self.max_retries)
+        return max(3, keys)
 
     def _begin(self, user: str) -> None:
         """A request is about to be sent: mark it (not a cache hit) and check usage limits."""
@@ -449,11 +501,20 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         if plan.quota_warnings:
             message.response_metadata["quota_warnings"] = list(plan.quota_warnings)
 
-    def _rotated(self, pick: Pick) -> ChatGoogleGenerativeAI:
-        logger.debug("Rotated to API key index %d", pick.index)
-        return self._members.get(pick.index)
+    def _build_request_config(self, *args: Any, **kwargs: Any) -> GenerateContentConfig:
+        """The bare class's request config, with the key a member passed as its header."""
+        key = kwargs.pop(KEY_KWARG, None)
+        caller_options = kwargs.get("http_options")
+        config = super()._build_request_config(*args, **kwargs)
+        if key is not None:
+            put_key(config, key, caller_options)
+        return config
 
-    def _member(self, plan: RequestPlan, pick: Pick) -> ChatGoogleGenerativeAI:
+    def _rotated(self, pick: Pick) -> Member:
+        logger.debug("Rotated to API key index %d", pick.index)
+        return self._members.sender(self, pick.index)
+
+    def _member(self, plan: RequestPlan, pick: Pick) -> Member:
         """The member of ``pick``; if it cannot be had, nothing was sent: give the slot back."""
         try:
             return self._rotated(pick)
@@ -795,6 +856,6 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
             return count
 
     async def aclose(self) -> None:
-        """Close every member's transports (call before the event loop used exits)."""
-        await self._members.aclose()
+        """Close the pool's client, which every key shares (call before the event loop
+        used exits)."""
         await super().aclose()
