@@ -346,6 +346,8 @@ def test_redis_lost_mid_run_warns_once_keeps_counting_and_writes_back(
             ledger.record(served(tokens=10), user="alice", model="gemini-2.5-pro")
         assert ledger.totals(user="alice", model="gemini-2.5-pro", period="day").requests == 3
         assert ledger.totals(user="alice").total_tokens == 30
+        clock.advance(RETRY_S + 1)  # retried while still down: no second WARNING
+        ledger.record(served(tokens=0), user="carol")
     assert ledger.problem is not None and "unreachable" in ledger.problem
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1, [r.getMessage() for r in warnings]
@@ -362,8 +364,9 @@ def test_redis_lost_mid_run_warns_once_keeps_counting_and_writes_back(
     fresh = UsageLedger(url=server.url, clock=clock)  # reads Redis only
     assert fresh.totals(user="alice").total_tokens == 35
     assert fresh.totals(user="alice", model="gemini-2.5-pro").requests == 3
-    assert fresh.totals().requests == 5
-    assert ledger.totals().requests == 5  # nothing counted twice
+    assert fresh.totals(user="carol").requests == 1
+    assert fresh.totals().requests == 6
+    assert ledger.totals().requests == 6  # nothing counted twice
 
 
 # -- the pool's state backend -------------------------------------------------------------------
