@@ -55,23 +55,22 @@ _INTS = tuple(n for n in _FIELDS if n != "cost_usd")
 _CELL = "cell"
 
 _RECORD = """
-local i = 1
-while i <= #ARGV do
-  local k = KEYS[tonumber(ARGV[i])]
-  local op = ARGV[i + 1]
+for _, o in ipairs(cjson.decode(ARGV[1])) do
+  local k, op = KEYS[o[1]], o[2]
   if op == 'i' then
-    redis.call('HINCRBY', k, ARGV[i + 2], ARGV[i + 3])
+    redis.call('HINCRBY', k, o[3], o[4])
   elseif op == 'f' then
-    redis.call('HINCRBYFLOAT', k, ARGV[i + 2], ARGV[i + 3])
+    redis.call('HINCRBYFLOAT', k, o[3], o[4])
   elseif op == 's' then
-    redis.call('SADD', k, ARGV[i + 2])
+    redis.call('SADD', k, o[3])
   else
-    redis.call('EXPIRE', k, ARGV[i + 3])
+    redis.call('EXPIRE', k, o[4])
   end
-  i = i + 4
 end
 return 1
 """
+"""One record: ARGV[1] is a JSON list of ``[key number, op, field, amount]`` (``i`` HINCRBY,
+``f`` HINCRBYFLOAT, ``s`` SADD, ``e`` EXPIRE), amounts as text so no digit is lost."""
 
 _CELLS = """
 local out = {redis.call('HGETALL', KEYS[1])}
@@ -225,14 +224,15 @@ class RedisStore:
         where = period if not bucket else f"{period}:{bucket}"
         return f"{self.prefix}:ledger:{where}"
 
-    def _place(self, key: str) -> tuple[str, str, str | None, str]:
-        """(hash name, field suffix, cell user or None, users-set name) of one entry key."""
+    def _place(self, key: str) -> tuple[str, str, str | None, str, str]:
+        """(hash name, field suffix, cell user or None, users-set name, period) of an entry."""
         period, bucket, dimension, *names = json.loads(key)
         base = self._bucket(period, bucket)
         if dimension == _CELL:
             user, *rest = names
-            return f"{base}:c:{user}", json.dumps(rest, ensure_ascii=False), user, f"{base}:u"
-        return f"{base}:g", json.dumps([dimension, *names], ensure_ascii=False), None, ""
+            suffix = json.dumps(rest, ensure_ascii=False)
+            return f"{base}:c:{user}", suffix, user, f"{base}:u", period
+        return f"{base}:g", json.dumps([dimension, *names], ensure_ascii=False), None, "", period
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -244,22 +244,21 @@ class RedisStore:
         def index(name: str, period: str) -> int:
             if name not in keys:
                 keys[name] = len(keys) + 1
-                expire.extend((keys[name], "e", "", _ttl(period)))
+                expire.append((keys[name], "e", "", str(_ttl(period))))
             return keys[name]
 
         for key, delta in combined.items():
-            period = json.loads(key)[0]
-            name, suffix, user, users = self._place(key)
+            name, suffix, user, users, period = self._place(key)
             at = index(name, period)
             for field in _INTS:
                 amount = getattr(delta, field)
                 if amount or field == "requests":
-                    ops.extend((at, "i", f"{field} {suffix}", int(amount)))
+                    ops.append((at, "i", f"{field} {suffix}", str(int(amount))))
             if delta.cost_usd:
-                ops.extend((at, "f", f"cost_usd {suffix}", repr(float(delta.cost_usd))))
+                ops.append((at, "f", f"cost_usd {suffix}", repr(float(delta.cost_usd))))
             if user is not None:
-                ops.extend((index(users, period), "s", user, 0))
-        return list(keys), ops + expire
+                ops.append((index(users, period), "s", user, ""))
+        return list(keys), [json.dumps(ops + expire, ensure_ascii=False)]
 
     def update(self, deltas: list[tuple[str, UsageTotals]]) -> None:
         with self._lock:
@@ -269,9 +268,9 @@ class RedisStore:
 
     def _write(self, deltas: list[tuple[str, UsageTotals]]) -> bool:
         """The pending entries and ``deltas`` in one script call; False if Redis failed."""
-        combined = {k: v.copy() for k, v in self._pending.items()}
-        for key, delta in deltas:
-            combined.setdefault(key, UsageTotals()).add(delta)
+        combined: dict[str, UsageTotals] = {}
+        for key, delta in [*self._pending.items(), *deltas]:  # summed without touching either
+            combined[key] = combined[key] + delta if key in combined else delta
         if not combined:
             return True
         keys, ops = self._argv(combined)
@@ -307,7 +306,7 @@ class RedisStore:
         return result
 
     def get(self, key: str) -> UsageTotals | None:
-        name, suffix, _, _ = self._place(key)
+        name, suffix, *_ = self._place(key)
         with self._lock:
             raw = self._read(
                 lambda: self._sync()[0].hmget(name, [f"{f} {suffix}" for f in _FIELDS])
