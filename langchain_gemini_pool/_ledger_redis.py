@@ -50,6 +50,8 @@ MONTH_TTL_S = 400 * 86400
 ALL_TTL_S = 400 * 86400
 """All-time totals live 400 days after their last write (every key has a TTL)."""
 
+_SEEN_MAX = 10_000
+"""Reads remembered for an outage (then forgotten all at once: a bound, not a cache)."""
 _FIELDS = tuple(f.name for f in fields(UsageTotals))
 _INTS = tuple(n for n in _FIELDS if n != "cost_usd")
 _CELL = "cell"
@@ -140,6 +142,7 @@ class RedisStore:
         self._client: Any = None
         self._scripts: dict[str, Any] = {}
         self._pending: dict[str, UsageTotals] = {}
+        self._seen: dict[str, Rows] = {}  # the last rows read, per key or prefix
         self._retry_at = 0.0
         self._problem: str | None = None
         self._connect()
@@ -208,8 +211,8 @@ class RedisStore:
                 f"The usage ledger at Redis {safe_url(self.url)} is unreachable "
                 f"({type(exc).__name__}). Usage is kept in this process's memory meanwhile and "
                 f"written there once it answers (tried again every {RETRY_S:.0f} s); totals "
-                "meanwhile count only what this process recorded since. Restore Redis (or "
-                "check its address and password)."
+                "meanwhile are the figures last read from Redis plus what this process "
+                "recorded since. Restore Redis (or check its address and password)."
             )
             logger.warning("UsageLedger: %s", self._problem)
 
@@ -291,30 +294,34 @@ class RedisStore:
 
     # -- reading -----------------------------------------------------------------------------
 
-    def _read(self, call: Any) -> Any:
-        if self._down():
-            return None
-        try:
-            result = call()
-        except self._errors() as exc:
-            self._fail(exc)
-            return None
-        if self._pending:
-            self._write([])  # Redis is back: save the backlog now, not at the next record
-        else:
-            self._works()
-        return result
+    def _read(self, what: str, call: Any) -> Rows:
+        """Rows from Redis; while it is out, the rows last read for ``what`` (a key or a
+        prefix), so limits keep counting what other processes had recorded until then."""
+        if not self._down():
+            try:
+                if not self._pending or self._write([]):  # Redis is back: backlog first
+                    rows: Rows = call()
+                    self._works()
+                    if len(self._seen) >= _SEEN_MAX:
+                        self._seen.clear()
+                    self._seen[what] = rows
+                    return rows
+            except self._errors() as exc:
+                self._fail(exc)
+        return self._seen.get(what, [])
 
     def get(self, key: str) -> UsageTotals | None:
         name, suffix, *_ = self._place(key)
         with self._lock:
-            raw = self._read(
-                lambda: self._sync()[0].hmget(name, [f"{f} {suffix}" for f in _FIELDS])
-            )
-            found: Rows = []
-            if raw is not None and raw[0] is not None:
+
+            def fetch() -> Rows:
+                raw = self._sync()[0].hmget(name, [f"{f} {suffix}" for f in _FIELDS])
+                if raw[0] is None:  # "requests" is written with every entry
+                    return []
                 pairs = {f: _text(v) for f, v in zip(_FIELDS, raw, strict=True) if v is not None}
-                found = [(key, _totals(pairs))]
+                return [(key, _totals(pairs))]
+
+            found = self._read(key, fetch)
             pending = {key: self._pending[key]} if key in self._pending else {}
             rows = _merge(found, pending)
         return rows[0][1] if rows else None
@@ -345,8 +352,7 @@ class RedisStore:
             return [(k, _totals(v)) for k, v in out.items()]
 
         with self._lock:
-            found = self._read(fetch) or []
-            found = [(k, v) for k, v in found if k.startswith(prefix)]
+            found = [(k, v) for k, v in self._read(prefix, fetch) if k.startswith(prefix)]
             pending = {k: v for k, v in self._pending.items() if k.startswith(prefix)}
             return _merge(found, pending)
 

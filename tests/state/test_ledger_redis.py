@@ -339,13 +339,18 @@ def test_redis_lost_mid_run_warns_once_keeps_counting_and_writes_back(
 ) -> None:
     server = redis_factory()
     ledger = UsageLedger(url=server.url, clock=clock)
-    ledger.record(served(tokens=100), user="alice")  # lost with the server (no persistence)
+    other = UsageLedger(url=server.url, clock=clock)  # another process's
+    for _ in range(3):  # lost with the server later (it keeps nothing on disk)
+        other.record(served(tokens=100), user="alice")
+    limits = UsageLimits(requests_per_day=5)
+    check_usage(ledger, "alice", limits)  # reads alice's 3 requests from Redis
     server.stop()
     with caplog.at_level(logging.WARNING, logger="langchain_gemini_pool"):
-        for _ in range(3):
+        for _ in range(2):
             ledger.record(served(tokens=10), user="alice", model="gemini-2.5-pro")
-        assert ledger.totals(user="alice", model="gemini-2.5-pro", period="day").requests == 3
-        assert ledger.totals(user="alice").total_tokens == 30
+        with pytest.raises(UsageLimitExceededError):  # 3 last read + 2 kept here: the limit
+            check_usage(ledger, "alice", limits)
+        assert ledger.totals(user="alice", model="gemini-2.5-pro", period="day").requests == 2
         clock.advance(RETRY_S + 1)  # retried while still down: no second WARNING
         ledger.record(served(tokens=0), user="carol")
     assert ledger.problem is not None and "unreachable" in ledger.problem
@@ -362,11 +367,12 @@ def test_redis_lost_mid_run_warns_once_keeps_counting_and_writes_back(
     assert any("wrote" in r.getMessage() for r in caplog.records)
     assert ledger.problem is None
     fresh = UsageLedger(url=server.url, clock=clock)  # reads Redis only
-    assert fresh.totals(user="alice").total_tokens == 35
-    assert fresh.totals(user="alice", model="gemini-2.5-pro").requests == 3
+    assert fresh.totals(user="alice").total_tokens == 25
+    assert fresh.totals(user="alice", model="gemini-2.5-pro").requests == 2
     assert fresh.totals(user="carol").requests == 1
-    assert fresh.totals().requests == 6
-    assert ledger.totals().requests == 6  # nothing counted twice
+    assert fresh.totals().requests == 5
+    assert ledger.totals().requests == 5  # nothing counted twice
+    assert other.totals(user="alice", period="day").requests == 3  # read back from Redis
 
 
 # -- the pool's state backend -------------------------------------------------------------------
