@@ -245,6 +245,37 @@ def test_two_processes_share_totals_and_a_hard_limit(shared_redis: RedisServer) 
     assert ledger.totals().requests == 12
 
 
+def _record_once_and_close() -> None:
+    ledger = _INHERITED[0]
+    ledger.record(served(tokens=7), user="child")
+    ledger.close()
+
+
+@pytest.mark.skipif(
+    "fork" not in multiprocessing.get_all_start_methods(), reason="needs fork (POSIX)"
+)
+def test_a_forked_child_never_saves_the_parents_backlog(
+    redis_factory: Callable[..., RedisServer], clock: ManualClock
+) -> None:
+    server = redis_factory()
+    ledger = UsageLedger(url=server.url, clock=clock)
+    server.stop()
+    for _ in range(2):
+        ledger.record(served(tokens=10), user="parent")  # kept in memory
+    server.start()
+    clock.advance(RETRY_S + 1)  # the child could write at once
+    _INHERITED[:] = [ledger]
+    child: Any = multiprocessing.get_context("fork").Process(target=_record_once_and_close)
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    fresh = UsageLedger(url=server.url, clock=clock)
+    assert (fresh.totals(user="child").requests, fresh.totals(user="parent").requests) == (1, 0)
+    ledger.record(served(tokens=10), user="parent")  # the parent writes its own backlog
+    assert fresh.totals(user="parent").requests == 3
+    assert fresh.totals().requests == 4
+
+
 # -- what Redis holds ---------------------------------------------------------------------------
 
 
@@ -363,10 +394,12 @@ def test_redis_lost_mid_run_warns_once_keeps_counting_and_writes_back(
     assert server.client().dbsize() == 0
     clock.advance(RETRY_S + 1)
     with caplog.at_level(logging.WARNING, logger="langchain_gemini_pool"):
-        ledger.record(served(tokens=1), user="bob")
+        assert ledger.totals(user="alice").total_tokens == 25  # a read writes the backlog
     assert any("wrote" in r.getMessage() for r in caplog.records)
     assert ledger.problem is None
     fresh = UsageLedger(url=server.url, clock=clock)  # reads Redis only
+    assert fresh.totals(user="alice", period="day").requests == 3
+    ledger.record(served(tokens=1), user="bob")
     assert fresh.totals(user="alice").total_tokens == 25
     assert fresh.totals(user="alice", model="gemini-2.5-pro").requests == 2
     assert fresh.totals(user="carol").requests == 1
