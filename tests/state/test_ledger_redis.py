@@ -245,6 +245,45 @@ def test_two_processes_share_totals_and_a_hard_limit(shared_redis: RedisServer) 
     assert ledger.totals().requests == 12
 
 
+def _race_to_the_limit(url: str, prefix: str, go: Any, out: Any) -> None:
+    ledger = UsageLedger(url=url, prefix=prefix)
+    limits = UsageLimits(requests_per_day=150)
+    go.wait(30)
+    sent = 0
+    try:
+        while sent < 300:
+            check_usage(ledger, "alice", limits)
+            ledger.record(served(tokens=10), user="alice")
+            sent += 1
+    except UsageLimitExceededError:
+        pass
+    out.put(sent)
+
+
+@pytest.mark.skipif(
+    "fork" not in multiprocessing.get_all_start_methods(), reason="needs fork (POSIX)"
+)
+def test_processes_racing_for_one_limit_stop_together(shared_redis: RedisServer) -> None:
+    """Each checks, then records: the limit holds to within one in-flight request per
+    extra process (check and record are two steps, as they are around a real request)."""
+    prefix = f"r{uuid.uuid4().hex[:8]}"
+    ctx: Any = multiprocessing.get_context("fork")
+    go, out = ctx.Barrier(2), ctx.Queue()
+    racers = [
+        ctx.Process(target=_race_to_the_limit, args=(shared_redis.url, prefix, go, out))
+        for _ in range(2)
+    ]
+    for racer in racers:
+        racer.start()
+    sent = [out.get(timeout=60) for _ in racers]
+    for racer in racers:
+        racer.join(60)
+    assert all(n > 0 for n in sent), sent  # both took part
+    total = UsageLedger(url=shared_redis.url, prefix=prefix).totals(user="alice").requests
+    assert total == sum(sent)
+    assert 150 <= total <= 151, sent
+
+
 def _record_once_and_close() -> None:
     ledger = _INHERITED[0]
     ledger.record(served(tokens=7), user="child")
