@@ -127,7 +127,7 @@ def test_a_bad_key_is_bad_on_every_rung() -> None:
     pick = ladder.choose(NOW)
     assert isinstance(pick, LadderPick) and pick.index == 0
     ladder.on_failure(pick, Failure(FailureKind.BAD_KEY, "403 leaked"), NOW)
-    assert [row["models"] for row in ladder.status(NOW)][0] == {
+    assert ladder.status(NOW)[0]["models"] == {
         "pro": "invalid",
         "flash": "invalid",
         "lite": "invalid",
