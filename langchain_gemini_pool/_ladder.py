@@ -131,6 +131,18 @@ def served_model(message: Any) -> str | None:
     return model if isinstance(model, str) else None
 
 
+def from_fallback(result: Any) -> bool:
+    """Whether a (cached) result was answered by a fallback model of a ladder.
+
+    The cache rule: the cache serves only answers of the pool's own ``model``. A fallback
+    answer may be stored at the request's address, but a lookup that finds one treats it
+    as a miss: the request goes to the ladder again, and the new answer replaces it. So a
+    cached flash answer is never served, to a request pro could serve or to any other.
+    """
+    generations = getattr(result, "generations", None) or []
+    return any("fallback_from" in getattr(g.message, "response_metadata", {}) for g in generations)
+
+
 class LadderScheduler(Scheduler):
     """The first model's scheduler, with one more scheduler per fallback model.
 

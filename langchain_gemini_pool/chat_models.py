@@ -46,6 +46,7 @@ from langchain_gemini_pool._ladder import (
     LadderPlan,
     LadderScheduler,
     adapt_config,
+    from_fallback,
     limits_for_model,
     served_model,
 )
@@ -791,6 +792,9 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         token = _CALL.set(call)
         try:
             result = super()._generate_with_cache(messages, stop, run_manager, **kwargs)
+            if not call.sent and from_fallback(result):  # never served: ask the ladder again
+                result = self._generate(messages, stop, run_manager, **kwargs)
+                self._recache(messages, stop, kwargs, result)
         finally:
             _CALL.reset(token)
         return result if call.sent else self._cache_hit(result, call.user)
@@ -806,9 +810,27 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         token = _CALL.set(call)
         try:
             result = await super()._agenerate_with_cache(messages, stop, run_manager, **kwargs)
+            if not call.sent and from_fallback(result):  # never served: ask the ladder again
+                result = await self._agenerate(messages, stop, run_manager, **kwargs)
+                await asyncio.to_thread(self._recache, messages, stop, kwargs, result)
         finally:
             _CALL.reset(token)
         return result if call.sent else self._cache_hit(result, call.user)
+
+    def _recache(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        kwargs: dict[str, Any],
+        result: ChatResult,
+    ) -> None:
+        """Replace a cached fallback answer with the answer the ladder gave now."""
+        cache = self._stream_cache(messages, stop, kwargs)
+        if cache is not None:
+            try:
+                cache.put(result.generations)
+            except Exception:
+                logger.warning("Could not store an answer in the cache.", exc_info=True)
 
     def _cache_hit(self, result: ChatResult, user: str) -> ChatResult:
         """Mark a result served from the cache: no key served it, nothing was billed."""

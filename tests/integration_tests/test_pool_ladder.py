@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from pydantic import BaseModel
 from langchain_gemini_pool import (
     AllKeysRateLimitedError,
     ChatGeminiPool,
+    GeminiDiskCache,
     ManualClock,
     QuotaLimits,
     UsageLedger,
@@ -267,3 +269,47 @@ def test_a_bad_key_is_quarantined_for_every_model(emulator: Emulator, clock: Man
     # the leaked key was sent once (on pro); flash never tried it
     assert server.stats()["keys"]["…aaaa"]["requests"] == 1
     assert pool.pool_status()[0]["models"] == {PRO: "invalid", FLASH: "invalid"}
+
+
+def test_the_cache_never_serves_a_fallback_answer(
+    emulator: Emulator, clock: ManualClock, tmp_path: Path
+) -> None:
+    quotas = {"*": {PRO: Quota(rpd=1), "*": Quota()}}
+    server = emulator(keys={"p1": ["fake-key-aaaa"]}, quotas=quotas, clock=clock)
+    cache = GeminiDiskCache(tmp_path / "cache")
+    pool = ChatGeminiPool(
+        model=PRO,
+        fallback_models=[FLASH],
+        api_keys={"p1": ["fake-key-aaaa"]},
+        base_url=server.base_url,
+        clock=clock,
+        cache=cache,
+    )
+    assert pool.invoke("pro answers").response_metadata["model_name"] == PRO
+    again = pool.invoke("pro answers").response_metadata
+    assert again.get("cache_hit") is True and again["model_name"] == PRO  # pro's is served
+    first = pool.invoke("flash answers").response_metadata
+    assert first["model_name"] == FLASH
+    before = server.stats()["total"]["requests"]
+    second = pool.invoke("flash answers").response_metadata
+    assert "cache_hit" not in second  # asked the ladder again, not served from the cache
+    assert server.stats()["total"]["requests"] == before + 1
+    clock.advance(24 * 3600)  # pro has room again: the entry becomes pro's
+    third = pool.invoke("flash answers").response_metadata
+    assert third["model_name"] == PRO and "cache_hit" not in third
+    fourth = pool.invoke("flash answers").response_metadata
+    assert fourth.get("cache_hit") is True and fourth["model_name"] == PRO
+    streamed = list(pool.stream("flash answers"))
+    assert streamed[-1].response_metadata["model_name"] == PRO
+
+
+async def test_the_async_cache_never_serves_a_fallback_answer(
+    emulator: Emulator, clock: ManualClock, tmp_path: Path
+) -> None:
+    server = emulator(keys=KEYS, zero_quota_models=[PRO], clock=clock)
+    pool = ladder(server, clock, fallback_models=[FLASH], cache=GeminiDiskCache(tmp_path / "c"))
+    await pool.ainvoke("same question")
+    before = server.stats()["total"]["ok"]
+    again = await pool.ainvoke("same question")
+    assert "cache_hit" not in again.response_metadata
+    assert server.stats()["total"]["ok"] == before + 1
