@@ -162,3 +162,38 @@ def test_one_info_line_per_pair_and_day(caplog: pytest.LogCaptureFixture) -> Non
         ladder.on_failure(LadderPick(0, [NOW], model="pro"), _per_day(), NOW + 86_400)
     lines = [r.getMessage() for r in caplog.records if "until midnight" in r.getMessage()]
     assert len(lines) == 3  # (p1, pro), (p1, flash), and (p1, pro) the next day
+
+
+def test_a_ladder_pool_survives_dumps_and_loads_with_per_model_limits() -> None:
+    from langchain_core.load import dumps, loads
+
+    from langchain_gemini_pool import ChatGeminiPool, QuotaLimits
+
+    pro = QuotaLimits(rpm=5, rpd=100)
+    pool = ChatGeminiPool(
+        model="gemini-2.5-pro",
+        fallback_models=["gemini-2.5-flash"],
+        prefer="wait",
+        api_keys={"free": ["fake-key-aaaa"]},
+        limits={"free": {"gemini-2.5-pro": pro}, "paid": QuotaLimits(rpm=9)},
+    )
+    text = dumps(pool)
+    assert "fake-key-aaaa" not in text
+    again = loads(
+        text,
+        secrets_map={"GEMINI_API_KEYS": {"free": ["fake-key-aaaa"]}},
+        valid_namespaces=["langchain_gemini_pool"],
+        allowed_objects=[ChatGeminiPool],
+    )
+    assert again.fallback_models == ["gemini-2.5-flash"] and again.prefer == "wait"
+    assert again.limits == {"free": {"gemini-2.5-pro": pro}, "paid": QuotaLimits(rpm=9)}
+    assert again.pool_status()[0]["room"]["rpd"] == 100  # pro's limits reached pro's rung
+
+
+def test_limits_of_the_wrong_shape_say_what_is_wanted() -> None:
+    from langchain_gemini_pool import ChatGeminiPool
+
+    with pytest.raises(TypeError, match=r"\{model: QuotaLimits\}"):
+        ChatGeminiPool(
+            model="gemini-2.5-pro", api_keys=["fake-key-aaaa"], limits={"free": {"x": 5}}
+        )
