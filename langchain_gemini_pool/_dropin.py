@@ -58,12 +58,23 @@ def _revive(value: Any, cls: type[Any]) -> Any:
     """``cls`` from its dict form, or ``{name: cls}`` from a mapping of dict forms."""
     if not isinstance(value, Mapping) or not value:
         return value
-    if all(isinstance(v, (Mapping, cls)) for v in value.values()):
-        return {k: cls(**v) if isinstance(v, Mapping) else v for k, v in value.items()}
     names = {f.name for f in dataclasses.fields(cls)}
+    if all(isinstance(v, (Mapping, cls)) for v in value.values()):
+        return {k: _revive_entry(v, cls, names) for k, v in value.items()}
     if set(value) <= names:
         return cls(**value)
     return value  # left for the pool's own check, which names what is wrong
+
+
+def _revive_entry(value: Any, cls: type[Any], names: set[str]) -> Any:
+    """One project's entry: ``cls``, its dict form, or ``{model: dict form}`` (a ladder)."""
+    if not isinstance(value, Mapping):
+        return value
+    if set(value) <= names:
+        return cls(**value)
+    return {
+        k: cls(**v) if isinstance(v, Mapping) and set(v) <= names else v for k, v in value.items()
+    }
 
 
 def revive_settings(values: dict[str, Any]) -> dict[str, Any]:

@@ -41,6 +41,8 @@ if TYPE_CHECKING:
     from langchain_gemini_pool.chat_models import ChatGeminiPool
 
 KEY_HEADER = "x-goog-api-key"
+MODEL_KWARG = "_gemini_pool_model"
+"""The private keyword a ladder model travels under, from the member to the request."""
 KEY_KWARG = "_gemini_pool_key"
 """The private keyword a member's key travels under, from the member to the request config."""
 
@@ -84,11 +86,12 @@ class Member:
     closes its client at once, as the bare class does.
     """
 
-    __slots__ = ("_pool", "_secret")
+    __slots__ = ("_model", "_pool", "_secret")
 
-    def __init__(self, pool: ChatGeminiPool, secret: SecretStr) -> None:
+    def __init__(self, pool: ChatGeminiPool, secret: SecretStr, model: str | None = None) -> None:
         self._pool = pool
         self._secret = secret
+        self._model = model  # a model of the pool's ladder other than ``pool.model``
 
     def __repr__(self) -> str:
         return "Member(<key hidden>)"
@@ -97,6 +100,8 @@ class Member:
         """``kwargs`` (a call's own dict) with this key and one SDK attempt."""
         kwargs[KEY_KWARG] = self._secret  # put on the request by ChatGeminiPool
         kwargs["max_retries"] = 1  # one attempt per key; the pool retries across keys
+        if self._model is not None:
+            kwargs[MODEL_KWARG] = self._model  # put on the request by ChatGeminiPool
         return kwargs
 
     def _generate(
@@ -150,7 +155,7 @@ class Member:
             raise ValueError("Client not initialized.")
         options = key_options(self._secret)
         result = pool.client.models.count_tokens(
-            model=pool.model,
+            model=self._model or pool.model,
             contents=[Content(parts=[Part(text=text)])],
             config=CountTokensConfig(http_options=options),
         )
@@ -188,9 +193,9 @@ class Members:
                     return index
         return None
 
-    def sender(self, pool: ChatGeminiPool, index: int) -> Member:
-        """A sender for key ``index`` on ``pool``'s settings and client."""
-        return Member(pool, self._secrets[index])
+    def sender(self, pool: ChatGeminiPool, index: int, model: str | None = None) -> Member:
+        """A sender for key ``index`` on ``pool``'s settings and client (and ``model``)."""
+        return Member(pool, self._secrets[index], model)
 
 
 def set_client_key(client: object, secret: SecretStr | None) -> None:

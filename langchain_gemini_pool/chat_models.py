@@ -41,7 +41,23 @@ from langchain_gemini_pool._keys import (
     mask_key,
     normalize_keys,
 )
-from langchain_gemini_pool._members import KEY_KWARG, Member, Members, put_key, set_client_key
+from langchain_gemini_pool._ladder import (
+    LadderPick,
+    LadderPlan,
+    LadderScheduler,
+    adapt_config,
+    from_fallback,
+    limits_for_model,
+    served_model,
+)
+from langchain_gemini_pool._members import (
+    KEY_KWARG,
+    MODEL_KWARG,
+    Member,
+    Members,
+    put_key,
+    set_client_key,
+)
 from langchain_gemini_pool._quota import QuotaLimits
 from langchain_gemini_pool._redact import clean_exception, secrets_in
 from langchain_gemini_pool._scheduler import Pick, Scheduler
@@ -89,6 +105,13 @@ def _estimate_tokens(messages: Sequence[BaseMessage]) -> int:
                 elif isinstance(block, dict) and isinstance(block.get("text"), str):
                     chars += len(block["text"])
     return max(1, math.ceil(chars / 4))
+
+
+def _limits_entry(value: object) -> bool:
+    """A project's limits: a ``QuotaLimits``, or a mapping model -> ``QuotaLimits``."""
+    if isinstance(value, QuotaLimits):
+        return True
+    return isinstance(value, Mapping) and all(isinstance(v, QuotaLimits) for v in value.values())
 
 
 def _user_of(metadata: Mapping[str, Any] | None) -> str:
@@ -158,6 +181,15 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
     """Client-side quota: a ``QuotaLimits`` for every project, or ``{project: QuotaLimits}``.
     A project in the mapping that no key belongs to is a WARNING listing the known projects
     (not an error: its keys may be added later with ``add_keys``)."""
+
+    fallback_models: list[str] | None = None
+    """The model ladder: models to fall back to, in order, when ``model`` has no key with
+    room (Google's quotas are per project and model). A fallback model answers differently:
+    leave this unset if you need one model only."""
+
+    prefer: Literal["fallback", "wait"] = "fallback"
+    """With ``fallback_models``: ``"fallback"`` takes the first model with a key ready now;
+    ``"wait"`` the first model that frees within ``max_wait``."""
 
     clock: Any = Field(default=None, exclude=True, repr=False)
     """A ``Clock`` for cooldowns, windows and waits (default: the system clock)."""
@@ -237,18 +269,22 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         valid = (
             limits is None
             or isinstance(limits, QuotaLimits)
-            or (
-                isinstance(limits, Mapping)
-                and all(isinstance(v, QuotaLimits) for v in limits.values())
-            )
+            or (isinstance(limits, Mapping) and all(_limits_entry(v) for v in limits.values()))
         )
         if not valid:
             raise TypeError(
-                "limits must be a QuotaLimits or a mapping project name -> QuotaLimits; "
-                f"got {describe_shape(limits)}."
+                "limits must be a QuotaLimits or a mapping project name -> QuotaLimits "
+                f"(or -> {{model: QuotaLimits}}); got {describe_shape(limits)}."
             )
         self._clock = self.clock if self.clock is not None else SystemClock()
-        self._scheduler = Scheduler(self.strategy, limits, self.rate_limit_cooldown)
+        if self.fallback_models:
+            models = list(dict.fromkeys([self.model, *self.fallback_models]))
+            self._scheduler = LadderScheduler(
+                models, self.prefer, self.strategy, limits, self.rate_limit_cooldown
+            )
+        else:
+            own = limits_for_model(limits, self.model)
+            self._scheduler = Scheduler(self.strategy, own, self.rate_limit_cooldown)
         self._members = Members()
         self._add_entries(entries)
         warn_unknown_projects(limits, {e.project for e in entries})
@@ -297,6 +333,8 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         kwargs = dict(data["kwargs"])
         if "max_retries" not in self.model_fields_set:
             kwargs.pop("max_retries", None)  # only an explicit one means pool attempts
+        if not self.fallback_models:
+            kwargs.pop("prefer", None)  # means something only with a ladder
         settings = {
             "limits": self.limits,
             "usage_limits": self.usage_limits,
@@ -417,7 +455,8 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
     def _plan(self, messages: Sequence[BaseMessage] | None, reserve: bool = True) -> RequestPlan:
         tokens = _estimate_tokens(messages) if messages and self.limits is not None else 0
         keys = self._scheduler.size
-        return RequestPlan(
+        plan = LadderPlan if isinstance(self._scheduler, LadderScheduler) else RequestPlan
+        return plan(
             self._scheduler,
             self._clock.now,
             max_attempts=self._attempts_allowed(keys),
@@ -463,7 +502,11 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
             return
         try:
             self._ledger.record(
-                message=message, error=error, user=user, model=self.model, cached=cached
+                message=message,
+                error=error,
+                user=user,
+                model=served_model(message) or self.model,
+                cached=cached,
             )
         except Exception:  # the ledger must never break a request
             logger.warning("Could not record usage in the ledger.", exc_info=True)
@@ -490,8 +533,11 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
                     "key_index": pick.index,
                     "project": self._scheduler.project_of(pick.index),
                     "outcome": "ok",
+                    **({"model": pick.model} if isinstance(pick, LadderPick) else {}),
                 }
             )
+        if isinstance(pick, LadderPick) and pick.rung:
+            message.response_metadata["fallback_from"] = self.model
         message.response_metadata.update(
             key_index=pick.index,
             key_fingerprint=self._scheduler.fingerprint_of(pick.index),
@@ -500,6 +546,15 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         )
         if plan.quota_warnings:
             message.response_metadata["quota_warnings"] = list(plan.quota_warnings)
+
+    def _prepare_request(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """The bare class's request, sent to the ladder model a member passed (if any)."""
+        model = kwargs.pop(MODEL_KWARG, None)
+        request: dict[str, Any] = super()._prepare_request(*args, **kwargs)
+        if model is not None:
+            request["model"] = model
+            adapt_config(model, request["config"])
+        return request
 
     def _build_request_config(self, *args: Any, **kwargs: Any) -> GenerateContentConfig:
         """The bare class's request config, with the key a member passed as its header."""
@@ -512,7 +567,8 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
 
     def _rotated(self, pick: Pick) -> Member:
         logger.debug("Rotated to API key index %d", pick.index)
-        return self._members.sender(self, pick.index)
+        model = pick.model if isinstance(pick, LadderPick) and pick.rung else None
+        return self._members.sender(self, pick.index, model)
 
     def _member(self, plan: RequestPlan, pick: Pick) -> Member:
         """The member of ``pick``; if it cannot be had, nothing was sent: give the slot back."""
@@ -736,6 +792,9 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         token = _CALL.set(call)
         try:
             result = super()._generate_with_cache(messages, stop, run_manager, **kwargs)
+            if not call.sent and from_fallback(result):  # never served: ask the ladder again
+                result = self._generate(messages, stop, run_manager, **kwargs)
+                self._recache(messages, stop, kwargs, result)
         finally:
             _CALL.reset(token)
         return result if call.sent else self._cache_hit(result, call.user)
@@ -751,9 +810,27 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         token = _CALL.set(call)
         try:
             result = await super()._agenerate_with_cache(messages, stop, run_manager, **kwargs)
+            if not call.sent and from_fallback(result):  # never served: ask the ladder again
+                result = await self._agenerate(messages, stop, run_manager, **kwargs)
+                await asyncio.to_thread(self._recache, messages, stop, kwargs, result)
         finally:
             _CALL.reset(token)
         return result if call.sent else self._cache_hit(result, call.user)
+
+    def _recache(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        kwargs: dict[str, Any],
+        result: ChatResult,
+    ) -> None:
+        """Replace a cached fallback answer with the answer the ladder gave now."""
+        cache = self._stream_cache(messages, stop, kwargs)
+        if cache is not None:
+            try:
+                cache.put(result.generations)
+            except Exception:
+                logger.warning("Could not store an answer in the cache.", exc_info=True)
 
     def _cache_hit(self, result: ChatResult, user: str) -> ChatResult:
         """Mark a result served from the cache: no key served it, nothing was billed."""

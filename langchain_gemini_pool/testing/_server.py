@@ -370,7 +370,7 @@ class FakeGeminiServer:
         refused = self._guard(key, found)
         fp = mask_key(key) if key else None
         project = found[0] if found else None
-        record = self._stats.record
+        record = functools.partial(self._stats.record, model=model)
         if refused is not None:
             record(fp, project, "client_errors")
             return refused
