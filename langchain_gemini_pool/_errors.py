@@ -292,6 +292,12 @@ def classify(exc: BaseException) -> Failure:
     return Failure(FailureKind.BAD_REQUEST, f"{code} {status}".strip())
 
 
+def model_not_found(exc: BaseException) -> bool:
+    """A 404: the model is not available to this API version or key."""
+    error = _api_error(exc)
+    return error is not None and int(error.code or 0) == 404
+
+
 class AllKeysRateLimitedError(ModelRateLimitError):
     """Every key is cooling (or its project is out of room) for longer than ``max_wait``.
 

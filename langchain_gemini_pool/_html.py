@@ -141,7 +141,7 @@ def ledger_html(ledger: Any, period: str = "month") -> str:
     """``UsageLedger._repr_html_``: this month's totals by user, key, project and model."""
     groups = ledger.breakdown(period)
     total = groups.get("total", {}).get("")
-    where = "in memory" if ledger.directory is None else str(ledger.directory)
+    where = ledger.location
     figures = (
         "" if total is None else f": {total.requests:,} requests, {total.total_tokens:,} tokens"
     )

@@ -517,6 +517,23 @@ class Scheduler:
                 limits = limits.lowered(dim, value)
         project.window.limits = limits
 
+    def quarantine(self, index: int, reason: str) -> None:
+        """Quarantine a key found bad elsewhere (another model's scheduler), quietly."""
+        with self._lock:
+            key = self._keys[index]
+            if key.invalid_reason is None and not key.removed:
+                key.invalid_reason = reason
+                self._requeue(key)
+
+    def cool_project(self, index: int, until: float, reason: str) -> None:
+        """Cool key ``index`` and its project until ``until`` (never shortening a cooldown)."""
+        with self._lock:
+            key = self._keys[index]
+            self._cool(key, until, reason)
+            project = self._projects[key.project]
+            if until > project.cooling_until:
+                project.cooling_until, project.cool_reason = until, reason
+
     def reset(self, index: int) -> None:
         """Lift a quarantine or cooldown of one key (and its project's cooldown)."""
         with self._lock:

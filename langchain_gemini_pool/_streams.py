@@ -129,6 +129,10 @@ class StreamCache:
         found = await apeek(self._prompt, self._llm_string)
         return isinstance(found, list) and bool(found)
 
+    def put(self, generations: list[ChatGeneration]) -> None:
+        """Store ``generations`` (an answer the cache would not serve) at this address."""
+        self._cache.update(self._prompt, self._llm_string, generations)
+
     def store(self, chunks: list[AIMessageChunk]) -> None:
         try:
             self._cache.update(self._prompt, self._llm_string, [merged(chunks)])

@@ -19,6 +19,7 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
 from langchain_core.tracers.context import register_configure_hook
 
+from langchain_gemini_pool._ladder import served_model
 from langchain_gemini_pool._usage_prices import ModelPrice
 from langchain_gemini_pool._usage_record import UsageRecord, UsageTotals, usage_record
 
@@ -136,6 +137,7 @@ class GeminiUsageCallbackHandler(BaseCallbackHandler):
         if info is None or message is None:
             return  # a run it did not see start, or already counted (attached twice)
         user, model = info
+        model = served_model(message) or model  # the ladder model that answered, if it moved
         self.add(usage_record(message, None, user=user, model=model, prices=self._prices))
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:

@@ -1,5 +1,8 @@
 """The usage ledger: totals per user, key, project and model, per day, month and all time.
 
+Its entries live in a store (``_ledger_store``: a dict or a diskcache directory;
+``_ledger_redis``: Redis hashes shared by every host).
+
 On disk it is a diskcache (SQLite) directory whose entries are JSON text — keys like
 ``["day", "2026-11-29", "user", "alice"]`` and :meth:`UsageTotals.to_dict` values — updated in one
 SQLite transaction per request, so several processes can share it (see ``_ledger_store``). It
@@ -17,7 +20,7 @@ import os
 from collections.abc import Mapping
 from datetime import datetime, timezone, tzinfo
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import platformdirs
@@ -27,6 +30,9 @@ from langchain_gemini_pool._clock import Clock, SystemClock
 from langchain_gemini_pool._ledger_store import DiskStore, MemoryStore, Store, check_directory
 from langchain_gemini_pool._usage_prices import ModelPrice, normalize_model
 from langchain_gemini_pool._usage_record import UsageRecord, UsageTotals, usage_record
+
+if TYPE_CHECKING:
+    from langchain_gemini_pool._state_types import StateBackend
 
 __all__ = ["LEDGER_DIR_ENV", "Period", "UsageLedger", "default_ledger_dir"]
 
@@ -66,18 +72,37 @@ class UsageLedger:
     Args:
         directory: A directory for the ledger's files; defaults to :func:`default_ledger_dir`.
             Ledgers opened on the same directory (in any process) share their totals.
+        url: Keep the totals in Redis instead (``redis://[:password@]host:port/db``,
+            ``rediss://…`` or ``unix:///path.sock``): every process of every host that uses
+            this URL and ``prefix`` shares them, so ``UsageLimits`` hold deployment-wide.
+            Needs the ``redis`` extra. Not with ``directory``.
+        prefix: Start of every Redis key name (``<prefix>:ledger:…``); only with ``url``.
         tz: The time zone whose calendar days and months the periods follow; default UTC.
         clock: Where "now" comes from (a :class:`~langchain_gemini_pool.Clock`).
         prices: Price table for costs; defaults to ``DEFAULT_PRICES``.
 
     Raises:
         ValueError: If ``directory`` cannot be a directory (it is a file, its path runs
-            through one, or it cannot be created).
+            through one, or it cannot be created), ``url`` is not a Redis URL, or both are given.
+        ConnectionError: Redis at ``url`` cannot be reached or refuses the password (the
+            message names the URL without its password).
 
     A directory that exists but cannot be used — a corrupt ``cache.db``, read-only, a full
     disk — never raises: a WARNING says what is wrong and how to recover, usage is kept in
     memory (totals stay exact in this process), and the directory is tried again every few
     seconds; what was kept is written there once it works. :attr:`problem` tells the state.
+
+    In Redis, each record is one Lua script call (one round trip, atomic) adding to hashes
+    ``<prefix>:ledger:day:2026-11-30:g`` (groups), ``…:c:<user>`` (that user's cells, for
+    combined filters) and the set ``…:u`` (users with cells); month buckets are named
+    ``…:month:2026-11:…`` and all-time ``…:all:…``. Every key has a TTL, refreshed by each
+    write: day buckets 8 days, month buckets and all-time totals 400 days (so ``at=`` reaches
+    back a week for days and a year for months). A Redis lost mid-run is handled like a
+    failing directory: one WARNING, usage kept in memory (totals meanwhile count only what
+    this process recorded since), Redis tried again every few seconds and what was kept
+    written there once it answers; nothing is raised into a request. After ``fork`` the
+    child opens its own connection. :meth:`from_state` puts the ledger in a pool's state
+    backend.
 
     Example:
         >>> ledger = UsageLedger.in_memory()
@@ -92,14 +117,27 @@ class UsageLedger:
         tz: str | tzinfo | None = None,
         clock: Clock | None = None,
         prices: Mapping[str, ModelPrice] | None = None,
+        url: str | None = None,
+        prefix: str = "gemini-pool",
         _store: Store | None = None,
     ) -> None:
         self._tz = _resolve_tz(tz)
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._prices = prices
-        if _store is not None:
-            self.directory: Path | None = None
-            self._store: Store = _store
+        self.directory: Path | None = None
+        self.url: str | None = None
+        if url is not None:
+            if directory is not None:
+                raise ValueError(
+                    "Give UsageLedger a directory or a Redis url, not both: the totals live in "
+                    "one place."
+                )
+            from langchain_gemini_pool._ledger_redis import RedisStore
+
+            self._store: Store = RedisStore(url, prefix, self._clock)
+            self.url = url
+        elif _store is not None:
+            self._store = _store
         else:
             path = Path(directory).expanduser() if directory is not None else default_ledger_dir()
             check_directory(path, LEDGER_DIR_ENV)
@@ -117,8 +155,57 @@ class UsageLedger:
         """A ledger kept in this process's memory only (lost when it exits)."""
         return cls(tz=tz, clock=clock, prices=prices, _store=MemoryStore())
 
+    @classmethod
+    def from_state(
+        cls,
+        state: StateBackend,
+        *,
+        tz: str | tzinfo | None = None,
+        clock: Clock | None = None,
+        prices: Mapping[str, ModelPrice] | None = None,
+    ) -> UsageLedger:
+        """A ledger kept where a pool's shared state is, shared as widely as that state.
+
+        ``RedisState`` → Redis at its URL and prefix; ``DiskState`` → a SQLite ledger in its
+        directory's ``usage`` subdirectory; ``InMemoryState`` → this process's memory. The
+        clock defaults to the state's own.
+
+        Raises:
+            TypeError: ``state`` is none of the three.
+        """
+        from langchain_gemini_pool._state_disk import DiskState
+        from langchain_gemini_pool._state_memory import InMemoryState
+        from langchain_gemini_pool._state_redis import RedisState
+
+        own: Any = getattr(state, "_clock", None)
+        clock = clock if clock is not None else own
+        if isinstance(state, RedisState):
+            return cls(url=state.url, prefix=state.prefix, tz=tz, clock=clock, prices=prices)
+        if isinstance(state, DiskState):
+            return cls(state.directory / "usage", tz=tz, clock=clock, prices=prices)
+        if isinstance(state, InMemoryState):
+            return cls.in_memory(tz=tz, clock=clock, prices=prices)
+        raise TypeError(
+            "UsageLedger.from_state needs an InMemoryState, DiskState or RedisState, not "
+            f"{type(state).__name__}; build the ledger yourself (UsageLedger(directory) or "
+            "UsageLedger(url=...))."
+        )
+
+    @property
+    def location(self) -> str:
+        """Where the totals live: the directory, the Redis URL (password masked), or
+        ``"in memory"``."""
+        if self.url is not None:
+            from langchain_gemini_pool._state_redis_codec import safe_url
+
+            return safe_url(self.url)
+        return "in memory" if self.directory is None else str(self.directory)
+
     def __repr__(self) -> str:
-        where = "in_memory" if self.directory is None else repr(str(self.directory))
+        if self.url is not None:
+            where = f"url={self.location!r}"
+        else:
+            where = "in_memory" if self.directory is None else repr(str(self.directory))
         return f"UsageLedger({where}, tz={self._tz!s})"
 
     def _repr_html_(self) -> str:

@@ -1,7 +1,8 @@
 """``ChatGeminiPool``: a drop-in ``ChatGoogleGenerativeAI`` over a pool of API keys.
 
 The pool is itself a ``ChatGoogleGenerativeAI`` (so every helper that checks the type keeps
-working) whose calls go to one member model per key. Which key, and what happens after a
+working) whose calls all go through its own client, each with the key of its member (see
+``_members.py``). Which key, and what happens after a
 failure, is decided by the scheduler and the request plan; this module only wires those
 decisions to the members and keeps ``_generate``/``_agenerate``/``_stream``/``_astream`` thin.
 """
@@ -18,6 +19,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, cast
 
+from google.genai.types import GenerateContentConfig
 from langchain_core.caches import BaseCache
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.globals import get_llm_cache
@@ -31,6 +33,7 @@ from pydantic import Field, PrivateAttr, SecretStr, model_validator
 from typing_extensions import Self
 
 from langchain_gemini_pool._clock import Clock, SystemClock
+from langchain_gemini_pool._dropin import pool_kwargs, refuse_vertex_ai, revive_settings
 from langchain_gemini_pool._failover import RequestPlan
 from langchain_gemini_pool._keys import (
     KeyEntry,
@@ -38,7 +41,23 @@ from langchain_gemini_pool._keys import (
     mask_key,
     normalize_keys,
 )
-from langchain_gemini_pool._members import Members, shared_ssl_context
+from langchain_gemini_pool._ladder import (
+    LadderPick,
+    LadderPlan,
+    LadderScheduler,
+    adapt_config,
+    from_fallback,
+    limits_for_model,
+    served_model,
+)
+from langchain_gemini_pool._members import (
+    KEY_KWARG,
+    MODEL_KWARG,
+    Member,
+    Members,
+    put_key,
+    set_client_key,
+)
 from langchain_gemini_pool._quota import QuotaLimits
 from langchain_gemini_pool._redact import clean_exception, secrets_in
 from langchain_gemini_pool._scheduler import Pick, Scheduler
@@ -90,6 +109,13 @@ def _estimate_tokens(messages: Sequence[BaseMessage]) -> int:
                 elif isinstance(block, dict) and isinstance(block.get("text"), str):
                     chars += len(block["text"])
     return max(1, math.ceil(chars / 4))
+
+
+def _limits_entry(value: object) -> bool:
+    """A project's limits: a ``QuotaLimits``, or a mapping model -> ``QuotaLimits``."""
+    if isinstance(value, QuotaLimits):
+        return True
+    return isinstance(value, Mapping) and all(isinstance(v, QuotaLimits) for v in value.values())
 
 
 def _user_of(metadata: Mapping[str, Any] | None) -> str:
@@ -144,8 +170,9 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
     """How to choose among ready keys."""
 
     max_attempts: int | None = None
-    """Attempts that may end in a server fault per request (default: each key once, at
-    least 3). Rate-limit and bad-key failovers do not count."""
+    """Attempts that may end in a server fault per request (default: an explicitly given
+    ``max_retries``, else each key once, at least 3). Rate-limit and bad-key failovers do
+    not count."""
 
     max_wait: float = 60.0
     """Seconds a request may wait for a cooling key to free before
@@ -158,6 +185,15 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
     """Client-side quota: a ``QuotaLimits`` for every project, or ``{project: QuotaLimits}``.
     A project in the mapping that no key belongs to is a WARNING listing the known projects
     (not an error: its keys may be added later with ``add_keys``)."""
+
+    fallback_models: list[str] | None = None
+    """The model ladder: models to fall back to, in order, when ``model`` has no key with
+    room (Google's quotas are per project and model). A fallback model answers differently:
+    leave this unset if you need one model only."""
+
+    prefer: Literal["fallback", "wait"] = "fallback"
+    """With ``fallback_models``: ``"fallback"`` takes the first model with a key ready now;
+    ``"wait"`` the first model that frees within ``max_wait``."""
 
     clock: Any = Field(default=None, exclude=True, repr=False)
     """A ``Clock`` for cooldowns, windows and waits (default: the system clock)."""
@@ -210,11 +246,7 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         if not isinstance(values, dict):
             return values
         values = dict(values)
-        if values.get("vertexai") or values.get("credentials") is not None:
-            raise ValueError(
-                "ChatGeminiPool pools Gemini Developer API keys; Vertex AI and credentials "
-                "are not supported. Use ChatGoogleGenerativeAI for Vertex AI."
-            )
+        refuse_vertex_ai(values)
         api_keys, source = values.get("api_keys"), "api_keys"
         google_api_key, api_key = values.pop("google_api_key", None), values.pop("api_key", None)
         if api_keys is None and google_api_key:
@@ -230,6 +262,11 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         values["vertexai"] = False
         return values
 
+    @model_validator(mode="before")
+    @classmethod
+    def _revive_settings(cls, values: Any) -> Any:
+        return revive_settings(dict(values)) if isinstance(values, dict) else values
+
     @model_validator(mode="after")
     def _build_pool(self) -> Self:
         entries = cast("list[KeyEntry]", self.api_keys)
@@ -244,29 +281,36 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         valid = (
             limits is None
             or isinstance(limits, QuotaLimits)
-            or (
-                isinstance(limits, Mapping)
-                and all(isinstance(v, QuotaLimits) for v in limits.values())
-            )
+            or (isinstance(limits, Mapping) and all(_limits_entry(v) for v in limits.values()))
         )
         if not valid:
             raise TypeError(
-                "limits must be a QuotaLimits or a mapping project name -> QuotaLimits; "
-                f"got {describe_shape(limits)}."
+                "limits must be a QuotaLimits or a mapping project name -> QuotaLimits "
+                f"(or -> {{model: QuotaLimits}}); got {describe_shape(limits)}."
             )
         self._clock = self.clock if self.clock is not None else SystemClock()
         self._state = _resolve_state(self.state)
-        if self._state is None:  # one process: today's scheduler, no I/O per decision
-            self._scheduler = Scheduler(self.strategy, limits, self.rate_limit_cooldown)
-        else:
-            self._scheduler = SharedScheduler(
-                self._state, self.model, self.strategy, limits, self.rate_limit_cooldown
+        if self.fallback_models:
+            if self._state is not None:
+                logger.warning(
+                    "A pool with fallback_models keeps its cooldowns and windows in this "
+                    "process; state=%r is not used by it yet.",
+                    self._state,
+                )
+                self._state = None
+            models = list(dict.fromkeys([self.model, *self.fallback_models]))
+            self._scheduler = LadderScheduler(
+                models, self.prefer, self.strategy, limits, self.rate_limit_cooldown
             )
-            # a slot is taken before the member is built: load the CA bundle (the costly part
-            # of a first member) now, so a process's first request is not sent late after
-            # its slot (a forked worker inherits it)
-            shared_ssl_context()
-        self._members = Members(self)
+        elif self._state is None:  # one process: today's scheduler, no I/O per decision
+            own = limits_for_model(limits, self.model)
+            self._scheduler = Scheduler(self.strategy, own, self.rate_limit_cooldown)
+        else:
+            own = limits_for_model(limits, self.model)
+            self._scheduler = SharedScheduler(
+                self._state, self.model, self.strategy, own, self.rate_limit_cooldown
+            )
+        self._members = Members()
         self._add_entries(entries)
         warn_unknown_projects(limits, {e.project for e in entries})
         self._ledger = self.ledger
@@ -304,6 +348,29 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
     def lc_secrets(self) -> dict[str, str]:
         return {"google_api_key": "GOOGLE_API_KEY", "api_keys": "GEMINI_API_KEYS"}
 
+    def to_json(self) -> Any:
+        """``dumps`` form: every key as the one secret ``GEMINI_API_KEYS``, no key text.
+
+        ``loads(text, secrets_map={"GEMINI_API_KEYS": keys}, valid_namespaces=
+        ["langchain_gemini_pool"], allowed_objects=[ChatGeminiPool])`` rebuilds the pool with
+        its settings; ``keys`` may be a comma-separated string, a list or a mapping
+        project -> keys. Without that secret the keys are loaded from the environment.
+        """
+        data = super().to_json()
+        if data["type"] != "constructor":
+            return data
+        kwargs = dict(data["kwargs"])
+        if "max_retries" not in self.model_fields_set:
+            kwargs.pop("max_retries", None)  # only an explicit one means pool attempts
+        if not self.fallback_models:
+            kwargs.pop("prefer", None)  # means something only with a ladder
+        settings = {
+            "limits": self.limits,
+            "usage_limits": self.usage_limits,
+            "env_file": self.env_file,
+        }
+        return {**data, "kwargs": pool_kwargs(kwargs, settings)}
+
     def __reduce__(self) -> Any:
         raise TypeError(
             "ChatGeminiPool holds API keys and cannot be pickled. Serialize it with "
@@ -321,13 +388,30 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
 
     def add_keys(self, keys: Any) -> list[int]:
         """Add keys (a list, or a mapping project -> keys); returns their new indices."""
-        return self._add_entries(normalize_keys(keys, "add_keys(keys)"))
+        indices = self._add_entries(normalize_keys(keys, "add_keys(keys)"))
+        self._follow_first_key()
+        return indices
 
     def remove_key(self, key_or_index: int | str | SecretStr) -> None:
-        """Remove a key, given by its index or its text. Its index is never reused."""
+        """Remove a key, given by its index or its text. Its index is never reused.
+
+        The pool's own ``google_api_key`` and ``client`` then hold the first remaining key
+        (or none), never the removed one.
+        """
         index = self._index_of(key_or_index)
         self._scheduler.remove_key(index)
         self._members.remove(index)
+        self._follow_first_key()
+
+    def _follow_first_key(self) -> None:
+        first = self._members.first()
+        if (
+            first is None
+            or self.google_api_key is None
+            or (first.get_secret_value() != self.google_api_key.get_secret_value())
+        ):
+            object.__setattr__(self, "google_api_key", first)
+            set_client_key(self.client, first)
 
     def reload_keys(self) -> dict[str, list[int]]:
         """Re-read keys from the environment and ``.env``: add new ones, remove gone ones.
@@ -405,14 +489,32 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
     def _plan(self, messages: Sequence[BaseMessage] | None, reserve: bool = True) -> RequestPlan:
         tokens = _estimate_tokens(messages) if messages and self.limits is not None else 0
         keys = self._scheduler.size
+        if isinstance(self._scheduler, LadderScheduler):
+            return LadderPlan(
+                self._scheduler,
+                self._clock.now,
+                max_attempts=self._attempts_allowed(keys),
+                max_wait=self.max_wait,
+                tokens=tokens,
+                reserve=reserve,
+            )
         return RequestPlan(
             self._scheduler,
             self._clock.now,
-            max_attempts=self.max_attempts or max(3, keys),
+            max_attempts=self._attempts_allowed(keys),
             max_wait=self.max_wait,
             tokens=tokens,
             reserve=reserve,
         )
+
+    def _attempts_allowed(self, keys: int) -> int:
+        """``max_attempts``; else an explicitly given ``max_retries`` (the bare class's
+        attempts, here spread over keys); else each key once, at least 3."""
+        if self.max_attempts is not None:
+            return self.max_attempts
+        if "max_retries" in self.model_fields_set:
+            return max(1, self.max_retries)
+        return max(3, keys)
 
     def _begin(self, user: str) -> None:
         """A request is about to be sent: mark it (not a cache hit) and check usage limits."""
@@ -442,7 +544,11 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
             return
         try:
             self._ledger.record(
-                message=message, error=error, user=user, model=self.model, cached=cached
+                message=message,
+                error=error,
+                user=user,
+                model=served_model(message) or self.model,
+                cached=cached,
             )
         except Exception:  # the ledger must never break a request
             logger.warning("Could not record usage in the ledger.", exc_info=True)
@@ -469,8 +575,11 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
                     "key_index": pick.index,
                     "project": self._scheduler.project_of(pick.index),
                     "outcome": "ok",
+                    **({"model": pick.model} if isinstance(pick, LadderPick) else {}),
                 }
             )
+        if isinstance(pick, LadderPick) and pick.rung:
+            message.response_metadata["fallback_from"] = self.model
         message.response_metadata.update(
             key_index=pick.index,
             key_fingerprint=self._scheduler.fingerprint_of(pick.index),
@@ -480,11 +589,30 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         if plan.quota_warnings:
             message.response_metadata["quota_warnings"] = list(plan.quota_warnings)
 
-    def _rotated(self, pick: Pick) -> ChatGoogleGenerativeAI:
-        logger.debug("Rotated to API key index %d", pick.index)
-        return self._members.get(pick.index)
+    def _prepare_request(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """The bare class's request, sent to the ladder model a member passed (if any)."""
+        model = kwargs.pop(MODEL_KWARG, None)
+        request: dict[str, Any] = super()._prepare_request(*args, **kwargs)
+        if model is not None:
+            request["model"] = model
+            adapt_config(model, request["config"])
+        return request
 
-    def _member(self, plan: RequestPlan, pick: Pick) -> ChatGoogleGenerativeAI:
+    def _build_request_config(self, *args: Any, **kwargs: Any) -> GenerateContentConfig:
+        """The bare class's request config, with the key a member passed as its header."""
+        key = kwargs.pop(KEY_KWARG, None)
+        caller_options = kwargs.get("http_options")
+        config = super()._build_request_config(*args, **kwargs)
+        if key is not None:
+            put_key(config, key, caller_options)
+        return config
+
+    def _rotated(self, pick: Pick) -> Member:
+        logger.debug("Rotated to API key index %d", pick.index)
+        model = pick.model if isinstance(pick, LadderPick) and pick.rung else None
+        return self._members.sender(self, pick.index, model)
+
+    def _member(self, plan: RequestPlan, pick: Pick) -> Member:
         """The member of ``pick``; if it cannot be had, nothing was sent: give the slot back."""
         try:
             return self._rotated(pick)
@@ -713,6 +841,9 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         token = _CALL.set(call)
         try:
             result = super()._generate_with_cache(messages, stop, run_manager, **kwargs)
+            if not call.sent and from_fallback(result):  # never served: ask the ladder again
+                result = self._generate(messages, stop, run_manager, **kwargs)
+                self._recache(messages, stop, kwargs, result)
         finally:
             _CALL.reset(token)
         return result if call.sent else self._cache_hit(result, call.user)
@@ -728,9 +859,27 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         token = _CALL.set(call)
         try:
             result = await super()._agenerate_with_cache(messages, stop, run_manager, **kwargs)
+            if not call.sent and from_fallback(result):  # never served: ask the ladder again
+                result = await self._agenerate(messages, stop, run_manager, **kwargs)
+                await asyncio.to_thread(self._recache, messages, stop, kwargs, result)
         finally:
             _CALL.reset(token)
         return result if call.sent else self._cache_hit(result, call.user)
+
+    def _recache(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        kwargs: dict[str, Any],
+        result: ChatResult,
+    ) -> None:
+        """Replace a cached fallback answer with the answer the ladder gave now."""
+        cache = self._stream_cache(messages, stop, kwargs)
+        if cache is not None:
+            try:
+                cache.put(result.generations)
+            except Exception:
+                logger.warning("Could not store an answer in the cache.", exc_info=True)
 
     def _cache_hit(self, result: ChatResult, user: str) -> ChatResult:
         """Mark a result served from the cache: no key served it, nothing was billed."""
@@ -833,8 +982,8 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
             return count
 
     async def aclose(self) -> None:
-        """Close every member's transports (call before the event loop used exits)."""
-        await self._members.aclose()
+        """Close the pool's client, which every key shares (call before the event loop
+        used exits)."""
         await super().aclose()
 
 

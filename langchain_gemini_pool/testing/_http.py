@@ -75,6 +75,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         raw = self.rfile.read(length) if length > 0 else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
+        self.server.emulator._received.add(method, self.path, list(self.headers.items()), raw)
         try:
             answer = self.server.emulator.answer(method, self.path, headers, raw)
         except Exception as exc:  # never a traceback on the wire

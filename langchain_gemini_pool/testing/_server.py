@@ -24,6 +24,7 @@ from langchain_gemini_pool._keys import mask_key
 from langchain_gemini_pool.testing import _bodies as bodies
 from langchain_gemini_pool.testing._faults import FaultPlan, Faults
 from langchain_gemini_pool.testing._quota import REQ_METRIC, RPM_ID, QuotaBook, QuotaSpec, violation
+from langchain_gemini_pool.testing._received import Received
 from langchain_gemini_pool.testing._replies import (
     ReplyFn,
     ReplyValue,
@@ -180,6 +181,7 @@ class FakeGeminiServer:
         self._host, self._port, self._seed = host, port, seed
         self._script: deque[ReplyValue] = deque()
         self._stats = Stats()
+        self._received = Received()
         self._counter = 0
         self._lock = threading.Lock()
         self._http: Any = None
@@ -265,8 +267,15 @@ class FakeGeminiServer:
         return self._stats.snapshot()
 
     def reset_stats(self) -> None:
-        """Zero every counter."""
+        """Zero every counter (and forget the received requests)."""
         self._stats.reset()
+        self._received.clear()
+
+    def received(self) -> list[dict[str, Any]]:
+        """The last 1,000 requests as received, oldest first: ``method``, ``path``,
+        ``headers`` (every line, in order, key values masked), ``body`` (parsed JSON) and
+        ``key`` (masked). See ``_received.py``."""
+        return self._received.snapshot()
 
     # -- deciding answers (no I/O) -----------------------------------------------------------
 
@@ -361,7 +370,7 @@ class FakeGeminiServer:
         refused = self._guard(key, found)
         fp = mask_key(key) if key else None
         project = found[0] if found else None
-        record = self._stats.record
+        record = functools.partial(self._stats.record, model=model)
         if refused is not None:
             record(fp, project, "client_errors")
             return refused

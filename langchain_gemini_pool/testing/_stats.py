@@ -9,6 +9,8 @@ Tokens are billed only for what was served: a full reply bills its ``usageMetada
 cut after k chunks bills the running totals of the k-th chunk it sent (nothing if k is 0).
 Keys are known only by ``mask_key(key)``; a key no project holds has ``"project": None``; a
 request without any key counts only in ``"total"``. countTokens and model routes are not counted.
+``"models"`` splits the same counters by model, then project (``stats()["models"][model]
+[project]``): Google's quotas are per (project, model).
 With ``FakeGeminiServer(label=...)``, a request is also counted in ``"labels"[name]``, a
 ``stats()`` of its own, so a test can tell what each request (or group of requests) cost.
 """
@@ -36,6 +38,7 @@ class Stats:
         self._projects: dict[str, dict[str, int]] = {}
         self._total = _zero()
         self._labels: dict[str, Stats] = {}
+        self._models: dict[str, dict[str, dict[str, int]]] = {}
 
     def record(
         self,
@@ -44,6 +47,7 @@ class Stats:
         outcome: str,
         usage: dict[str, Any] | None = None,
         label: str | None = None,
+        model: str | None = None,
     ) -> None:
         """Count one generate request with ``outcome`` (one of ``OUTCOMES``) and its usage,
         also under ``label`` if given."""
@@ -61,11 +65,15 @@ class Stats:
                 rows.append(self._keys.setdefault(fingerprint, {**_zero(), "project": project}))
             if project is not None:
                 rows.append(self._projects.setdefault(project, _zero()))
+                if model is not None:
+                    rows.append(self._models.setdefault(model, {}).setdefault(project, _zero()))
             for row in rows:
                 for name, value in delta.items():
                     row[name] += value
             if label is not None:  # under the same lock: a snapshot sees both or neither
-                self._labels.setdefault(label, Stats()).record(fingerprint, project, outcome, usage)
+                self._labels.setdefault(label, Stats()).record(
+                    fingerprint, project, outcome, usage, model=model
+                )
 
     def snapshot(self) -> dict[str, Any]:
         """``{"keys": {fp: {..., "project": p}}, "projects": {p: {...}}, "total": {...},
@@ -76,6 +84,9 @@ class Stats:
                 "projects": {p: dict(row) for p, row in self._projects.items()},
                 "total": dict(self._total),
                 "labels": {name: stats.snapshot() for name, stats in self._labels.items()},
+                "models": {
+                    m: {p: dict(row) for p, row in rows.items()} for m, rows in self._models.items()
+                },
             }
 
     def reset(self) -> None:
@@ -84,4 +95,5 @@ class Stats:
             self._keys.clear()
             self._projects.clear()
             self._labels.clear()
+            self._models.clear()
             self._total = _zero()

@@ -265,7 +265,7 @@ CASES = [
         lambda t: _pool(vertexai=True),
         "error",
         ValueError,
-        r"Vertex AI and credentials are not supported",
+        r"does not support Vertex AI \(asked for by vertexai=True\)",
     ),
     Case(
         "strategy='random'",

@@ -127,9 +127,9 @@ def test_the_cli_says_what_is_wrong_without_a_traceback(
     assert "Traceback" not in captured.err
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
-    assert cli_main(["usage", "--directory", str(blocker)]) == 2
+    assert cli_main(["usage", "--directory", str(blocker)]) == 1  # a problem, not a usage error
     captured = capsys.readouterr()
-    assert "gemini-pool usage: Cannot use" in captured.err
+    assert str(blocker) in captured.err and "nothing was created" in captured.err
     assert "Traceback" not in captured.err
 
 

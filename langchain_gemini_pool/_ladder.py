@@ -1,0 +1,318 @@
+"""The model ladder: when a model's quota is out on every key, fall back to the next model.
+
+Google's quotas are per (project, model). The ladder keeps one ``Scheduler`` per model (so
+its project windows and cooldowns are per (project, model)) with every key in each, at the
+same index; a quarantine is shared (a bad key is bad for every model). For each request the
+ladder asks the models in order:
+
+- ``prefer="fallback"`` (default): the first model with a key ready now; when none is, the
+  model that frees first (ties: the earlier model), if it frees within ``max_wait``;
+- ``prefer="wait"``: the first model that frees within ``max_wait``, even if a later one is
+  ready now.
+
+``AllKeysRateLimitedError`` is raised only when no model can take the request; its
+``retry_after`` is the earliest over the whole ladder. A 429 whose ``quotaValue`` is 0, or a
+per-day violation, takes that (project, model) out until the next Pacific midnight (one INFO
+line per pair and day); a 404 takes the model out of the ladder for the pool's life (one
+WARNING). The decision itself (``ladder_choose``) is pure: it asks each rung through a callable.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from google.genai.types import GenerateContentConfig
+
+from langchain_gemini_pool._clock import next_pacific_midnight, pacific_day
+from langchain_gemini_pool._errors import Failure, FailureKind, classify, model_not_found
+from langchain_gemini_pool._failover import RequestPlan
+from langchain_gemini_pool._quota import QuotaLimits
+from langchain_gemini_pool._scheduler import LimitsArg, NoKeys, Pick, Scheduler, Strategy, Wait
+
+logger = logging.getLogger("langchain_gemini_pool")
+
+Prefer = Literal["fallback", "wait"]
+Decision = Pick | Wait | NoKeys
+
+
+@dataclass(frozen=True)
+class LadderPick(Pick):
+    """A ``Pick`` on one rung of the ladder: send with ``model``."""
+
+    model: str = field(default="", compare=False)
+    rung: int = field(default=0, compare=False)
+
+
+def ladder_choose(
+    rungs: Sequence[int],
+    ask: Callable[[int, float | None], Decision],
+    prefer: Prefer,
+    book_until: float | None,
+    now: float,
+) -> tuple[int | None, Decision]:
+    """Which rung takes the request (pure: every quota fact comes from ``ask``).
+
+    Args:
+        rungs: The rungs still in the ladder, in ladder order.
+        ask: ``ask(rung, book)``: that rung's scheduler decision; with ``book`` set it may
+            book a future slot up to then (a ``Pick`` with ``at > now``), else it must not.
+        prefer: ``"fallback"`` or ``"wait"`` (see the module doc).
+        book_until: The request's wait deadline (None: never wait for a slot).
+        now: The current time.
+
+    Returns:
+        ``(rung, Pick)``, or ``(rung, Wait)`` to wait for that rung, or ``(None, Wait |
+        NoKeys)`` when no rung can take it in time (the Wait's ``until`` is the earliest).
+    """
+    waits: list[tuple[float, int, str]] = []
+    empty: dict[str, str] = {}
+    for rung in rungs:
+        decision = ask(rung, book_until if prefer == "wait" else None)
+        if isinstance(decision, Pick):
+            return rung, decision
+        if isinstance(decision, NoKeys):
+            empty.update(decision.reasons)
+            continue
+        if prefer == "wait" and book_until is not None and decision.until <= book_until:
+            return rung, decision  # the earlier model frees in time: wait for it
+        waits.append((decision.until, rung, decision.reason))
+    if not waits:
+        return None, NoKeys(empty)
+    until, rung, _ = min(waits)  # ties: the earlier rung
+    if prefer == "fallback" and book_until is not None and until <= book_until:
+        return rung, ask(rung, book_until)
+    reason = "; ".join(f"rung {r}: {why}" for _, r, why in sorted(waits, key=lambda w: w[1]))
+    return None, Wait(until, reason)
+
+
+def limits_for_model(limits: Any, model: str) -> LimitsArg:
+    """One model's limits from ``limits`` (a bare ``QuotaLimits`` is every model's)."""
+    if limits is None or isinstance(limits, QuotaLimits):
+        return limits
+    out: dict[str, QuotaLimits] = {}
+    for project, value in limits.items():
+        if isinstance(value, QuotaLimits):
+            out[project] = value
+        elif isinstance(value, Mapping) and isinstance(value.get(model), QuotaLimits):
+            out[project] = value[model]
+    return out
+
+
+def _thinks(model: str) -> bool:
+    name = model.lower().rsplit("/", 1)[-1]
+    return "gemini-2.5" in name or "gemini-3" in name
+
+
+def adapt_config(model: str, config: GenerateContentConfig) -> None:
+    """Drop settings ``model`` does not accept (a thinking config for a model without
+    thinking; a thinking level for a 2.5 model), with a DEBUG line."""
+    thinking = config.thinking_config
+    if thinking is None:
+        return
+    if not _thinks(model):
+        logger.debug("Fallback model %s has no thinking: thinking config dropped.", model)
+        config.thinking_config = None
+    elif "gemini-2.5" in model and getattr(thinking, "thinking_level", None) is not None:
+        logger.debug("Fallback model %s takes no thinking_level: dropped.", model)
+        config.thinking_config = thinking.model_copy(update={"thinking_level": None})
+
+
+def served_model(message: Any) -> str | None:
+    """The ladder model that served ``message`` (from its attempts), if the ladder moved."""
+    metadata = getattr(message, "response_metadata", None) or {}
+    if "fallback_from" not in metadata:
+        return None
+    attempts = metadata.get("attempts") or []
+    model = attempts[-1].get("model") if attempts else None
+    return model if isinstance(model, str) else None
+
+
+def from_fallback(result: Any) -> bool:
+    """Whether a (cached) result was answered by a fallback model of a ladder.
+
+    The cache rule: the cache serves only answers of the pool's own ``model``. A fallback
+    answer may be stored at the request's address, but a lookup that finds one treats it
+    as a miss: the request goes to the ladder again, and the new answer replaces it. So a
+    cached flash answer is never served, to a request pro could serve or to any other.
+    """
+    generations = getattr(result, "generations", None) or []
+    return any("fallback_from" in getattr(g.message, "response_metadata", {}) for g in generations)
+
+
+class LadderScheduler(Scheduler):
+    """The first model's scheduler, with one more scheduler per fallback model.
+
+    Keys, removals and resets go to every rung (a key has the same index on each); ``choose``
+    and the outcomes go to the rung a ``LadderPick`` names.
+    """
+
+    def __init__(
+        self,
+        models: Sequence[str],
+        prefer: Prefer,
+        strategy: Strategy,
+        limits: Any,
+        default_cooldown_s: float,
+    ) -> None:
+        super().__init__(strategy, limits_for_model(limits, models[0]), default_cooldown_s)
+        self.models = list(models)
+        self.prefer: Prefer = prefer
+        self._rungs: list[Scheduler] = [self] + [
+            Scheduler(strategy, limits_for_model(limits, m), default_cooldown_s) for m in models[1:]
+        ]
+        self._out: set[int] = set()  # rungs taken out for the pool's life (404)
+        self._told: set[tuple[str, str, str]] = set()  # (project, model, day) told at INFO
+        self._ladder_lock = threading.Lock()
+
+    def add_keys(self, keys: Any) -> list[int]:
+        keys = list(keys)
+        indices = super().add_keys(keys)
+        for other in self._rungs[1:]:
+            assert other.add_keys(keys) == indices  # same index on every rung
+        return indices
+
+    def remove_key(self, index: int) -> None:
+        super().remove_key(index)
+        for other in self._rungs[1:]:
+            other.remove_key(index)
+
+    def reset(self, index: int) -> None:
+        super().reset(index)
+        for other in self._rungs[1:]:
+            other.reset(index)
+
+    def live_rungs(self) -> list[int]:
+        with self._ladder_lock:
+            return [r for r in range(len(self._rungs)) if r not in self._out]
+
+    def choose(
+        self,
+        now: float,
+        tokens: float = 0.0,
+        avoid: Collection[int] = (),
+        reserve: bool = True,
+        book_until: float | None = None,
+    ) -> Decision:
+        def ask(rung: int, book: float | None) -> Decision:
+            if rung == 0:
+                return Scheduler.choose(self, now, tokens, avoid, reserve, book)
+            return self._rungs[rung].choose(now, tokens, avoid, reserve, book)
+
+        rung, decision = ladder_choose(self.live_rungs(), ask, self.prefer, book_until, now)
+        if rung is None or not isinstance(decision, Pick):
+            return decision
+        return LadderPick(
+            decision.index,
+            decision.ticket,
+            decision.at,
+            decision.quota_warning,
+            model=self.models[rung],
+            rung=rung,
+        )
+
+    def on_success(self, pick: Pick, prompt_tokens: float | None = None) -> None:
+        rung = _rung(pick)
+        if rung == 0:
+            super().on_success(pick, prompt_tokens)
+        else:
+            self._rungs[rung].on_success(pick, prompt_tokens)
+
+    def release(
+        self, pick: Pick, *, sent: bool = False, prompt_tokens: float | None = None
+    ) -> None:
+        rung = _rung(pick)
+        if rung == 0:
+            super().release(pick, sent=sent, prompt_tokens=prompt_tokens)
+        else:
+            self._rungs[rung].release(pick, sent=sent, prompt_tokens=prompt_tokens)
+
+    def on_failure(self, pick: Pick, failure: Failure, now: float) -> None:
+        rung = _rung(pick)
+        if rung == 0:
+            super().on_failure(pick, failure, now)
+        else:
+            self._rungs[rung].on_failure(pick, failure, now)
+        if failure.kind is FailureKind.BAD_KEY:  # a bad key is bad for every model
+            for other, scheduler in enumerate(self._rungs):
+                if other != rung:
+                    scheduler.quarantine(pick.index, failure.reason)
+        elif failure.kind is FailureKind.RATE_LIMITED and (
+            failure.per_day or any(v.quota_value == 0 for v in failure.violations)
+        ):
+            self._out_for_day(rung, pick.index, now)
+
+    def _out_for_day(self, rung: int, index: int, now: float) -> None:
+        """Take (project, model) out until the next Pacific midnight; other models untouched."""
+        scheduler, model = self._rungs[rung], self.models[rung]
+        project = scheduler.project_of(index)
+        reason = f"{model}: no quota left today (quota 0 or per-day limit)"
+        scheduler.cool_project(index, next_pacific_midnight(now), reason)
+        told = (project, model, pacific_day(now))
+        with self._ladder_lock:
+            if told in self._told:
+                return
+            self._told.add(told)
+        logger.info(
+            "Project %s is out of %s until midnight Pacific; the ladder uses the next model.",
+            project,
+            model,
+        )
+
+    def drop_model(self, rung: int, reason: str) -> bool:
+        """Take a rung out for the pool's life (404). False if it was the last rung."""
+        with self._ladder_lock:
+            if rung in self._out:
+                return len(self._out) < len(self._rungs)
+            if len(self._out) + 1 >= len(self._rungs):
+                return False
+            self._out.add(rung)
+        logger.warning(
+            "Model %s is not available (%s); taken out of the model ladder.",
+            self.models[rung],
+            reason,
+        )
+        return True
+
+    def status(self, now: float) -> list[dict[str, Any]]:
+        """The first model's rows, each with ``models``: every ladder model's state."""
+        rows = super().status(now)
+        others = [s.status(now) if r else rows for r, s in enumerate(self._rungs)]
+        out = self.live_rungs()
+        for i, row in enumerate(rows):
+            row["models"] = {
+                m: (other[i]["state"] if r in out else "unavailable")
+                for r, (m, other) in enumerate(zip(self.models, others, strict=True))
+            }
+        return rows
+
+
+def _rung(pick: Pick) -> int:
+    return pick.rung if isinstance(pick, LadderPick) else 0
+
+
+class LadderPlan(RequestPlan):
+    """A ``RequestPlan`` over a ``LadderScheduler``: a 404 model moves down the ladder, and
+    each attempt says which model it went to."""
+
+    def __init__(self, scheduler: Scheduler, now: Callable[[], float], **kwargs: Any):
+        if not isinstance(scheduler, LadderScheduler):
+            raise TypeError("LadderPlan needs a LadderScheduler.")
+        super().__init__(scheduler, now, **kwargs)
+        self._ladder = scheduler
+        self._cap *= len(scheduler.models)
+
+    def failed(self, pick: Pick, exc: BaseException) -> float | None:
+        if model_not_found(exc) and self._ladder.drop_model(_rung(pick), "404 NOT_FOUND"):
+            self._ladder.release(pick, sent=False)
+            self._record(pick, classify(exc).kind.value)
+            self._tried.discard(pick.index)
+            return 0.0
+        return super().failed(pick, exc)
+
+    def _record(self, pick: Pick, outcome: str) -> None:
+        super()._record(pick, outcome)
+        self.attempts[-1]["model"] = self._ladder.models[_rung(pick)]
