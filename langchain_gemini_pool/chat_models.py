@@ -333,7 +333,10 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         return indices
 
     def _default_ledger(self) -> UsageLedger:
-        """Where usage is kept when ``usage_limits`` are set without a ``ledger``."""
+        """Where usage is kept when ``usage_limits`` are set without a ``ledger``: with the
+        shared state (so the limits hold for every process using it), else in memory."""
+        if self._state is not None:
+            return UsageLedger.from_state(self._state)
         return UsageLedger.in_memory(clock=self._clock)
 
     @property

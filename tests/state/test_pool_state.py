@@ -215,3 +215,28 @@ async def test_a_lost_redis_fails_no_caller_request(
     finally:
         redis.resume()
     assert server.stats()["total"]["ok"] == 7
+
+
+def test_usage_limits_without_a_ledger_hold_across_pools_on_one_state(
+    server: FakeGeminiServer, tmp_path: Path
+) -> None:
+    from langchain_gemini_pool import UsageLimitExceededError, UsageLimits
+
+    state = DiskState(tmp_path / "state")
+    first, second = (
+        ChatGeminiPool(
+            model=MODEL,
+            api_keys=KEYS,
+            base_url=server.base_url,
+            state=state,
+            usage_limits=UsageLimits(requests_per_day=3),
+        )
+        for _ in range(2)
+    )
+    alice = {"metadata": {"user_id": "alice"}}
+    first.invoke("one", config=alice)
+    second.invoke("two", config=alice)
+    first.invoke("three", config=alice)
+    with pytest.raises(UsageLimitExceededError):
+        second.invoke("four", config=alice)  # the other pool's usage counts here too
+    assert server.stats()["total"]["requests"] == 3
