@@ -27,7 +27,7 @@ BUDGET=${MUTATION_BUDGET:-1800}
 # module -> the unit tests that guard it (fast, no emulator where possible)
 declare -A TESTS=(
   [_errors]="tests/unit_tests/test_errors.py tests/unit_tests/test_google_errors.py"
-  [_quota]="tests/unit_tests/test_quota_booking.py tests/unit_tests/test_scheduler.py"
+  [_quota]="tests/unit_tests/test_quota_window.py tests/unit_tests/test_quota_booking.py tests/unit_tests/test_scheduler.py"
   [_scheduler]="tests/unit_tests/test_scheduler.py"
   [_failover]="tests/unit_tests/test_scheduler.py tests/integration_tests/test_pool_failover.py"
   [_cache]="tests/unit_tests/test_cache.py"
