@@ -26,7 +26,7 @@ BUDGET=${MUTATION_BUDGET:-1800}
 
 # module -> the unit tests that guard it (fast, no emulator where possible)
 declare -A TESTS=(
-  [_errors]="tests/unit_tests/test_errors.py tests/unit_tests/test_google_errors.py"
+  [_errors]="tests/unit_tests/test_errors.py tests/unit_tests/test_errors_edges.py tests/unit_tests/test_google_errors.py"
   [_quota]="tests/unit_tests/test_quota_window.py tests/unit_tests/test_quota_booking.py tests/unit_tests/test_scheduler.py"
   [_scheduler]="tests/unit_tests/test_scheduler.py"
   [_failover]="tests/unit_tests/test_scheduler.py tests/integration_tests/test_pool_failover.py"
