@@ -14,6 +14,12 @@ T0 = 1_760_000_000.0  # a Thursday afternoon, Pacific
 SPAN = 60.0 + WINDOW_MARGIN_S
 
 
+def at(when: float) -> object:
+    """Equal to ``when`` within a microsecond (plain ``pytest.approx`` is relative: on epoch
+    seconds it would accept half an hour either way)."""
+    return pytest.approx(when, rel=0, abs=1e-6)
+
+
 def test_a_limit_of_zero_is_allowed_and_a_negative_one_is_not() -> None:
     assert QuotaLimits(rpm=0, tpm=0, rpd=0).rpm == 0  # a model with no free tier
     with pytest.raises(ValueError, match=r"^QuotaLimits\.rpd must be a whole number >= 0"):
@@ -28,7 +34,7 @@ def test_a_request_leaves_the_window_exactly_when_ready_at_says() -> None:
     window = ProjectWindow(QuotaLimits(rpm=1))
     window.reserve(T0, 1)
     free_at = window.ready_at(T0, 1)
-    assert free_at == pytest.approx(T0 + SPAN)
+    assert free_at == at(T0 + SPAN)
     assert window.room(free_at)["rpm"] == 1
     assert window.ready_at(free_at, 1) == free_at
 
@@ -63,7 +69,7 @@ def test_tokens_wait_for_just_enough_requests_to_expire(
     window = ProjectWindow(QuotaLimits(tpm=tpm))
     for i, tokens in enumerate(used):
         window.reserve(T0 + 10 * i, tokens)
-    assert window.ready_at(T0 + 30, ask) == pytest.approx(T0 + 10 * frees_with + SPAN)
+    assert window.ready_at(T0 + 30, ask) == at(T0 + 10 * frees_with + SPAN)
 
 
 def test_a_booked_earlier_slot_is_kept_in_time_order() -> None:
@@ -72,11 +78,11 @@ def test_a_booked_earlier_slot_is_kept_in_time_order() -> None:
     window.reserve(T0 + 10, 0)
     window.reserve(T0 + 5, 0)  # a slot booked before the last one
     # the window is full; the oldest (T0 + 1) leaves first, then T0 + 5
-    assert window.ready_at(T0 + 10, 0) == pytest.approx(T0 + 1 + SPAN)
+    assert window.ready_at(T0 + 10, 0) == at(T0 + 1 + SPAN)
     assert window.room(T0 + 1 + SPAN)["rpm"] == 1
     assert window.ready_at(T0 + 1 + SPAN, 0) == T0 + 1 + SPAN
     window.reserve(T0 + 1 + SPAN, 0)
-    assert window.ready_at(T0 + 1 + SPAN, 0) == pytest.approx(T0 + 5 + SPAN)
+    assert window.ready_at(T0 + 1 + SPAN, 0) == at(T0 + 5 + SPAN)
 
 
 def test_no_limits_means_no_room_figures_and_no_day_share() -> None:
