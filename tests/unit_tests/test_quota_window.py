@@ -97,3 +97,10 @@ def test_room_never_goes_below_zero_and_day_share_counts() -> None:
     window.reserve(T0, 30)
     assert window.room(T0) == {"rpm": 4, "tpm": 0, "rpd": 3}
     assert window.day_fraction(T0) == 0.25
+
+
+def test_one_token_over_the_limit_waits() -> None:
+    window = ProjectWindow(QuotaLimits(tpm=10))
+    window.reserve(T0, 10)
+    assert window.ready_at(T0 + 1, 1) == at(T0 + SPAN)  # 1 token over: wait for the window
+    assert window.ready_at(T0 + 1, 0) == T0 + 1  # nothing over: go now
