@@ -34,7 +34,7 @@ declare -A TESTS=(
   [_usage_handler]="tests/unit_tests/test_usage.py"
   [_usage_ledger]="tests/unit_tests/test_usage_ledger.py tests/unit_tests/test_usage.py"
   [_usage_limits]="tests/unit_tests/test_usage_ledger.py tests/unit_tests/test_usage.py"
-  [_usage_prices]="tests/unit_tests/test_usage.py"
+  [_usage_prices]="tests/unit_tests/test_usage_prices_edges.py tests/unit_tests/test_usage.py"
   [_usage_record]="tests/unit_tests/test_usage.py tests/unit_tests/test_usage_ledger.py"
 )
 ORDER=(_errors _quota _scheduler _failover _cache _usage_handler _usage_ledger _usage_limits _usage_prices _usage_record)
