@@ -33,7 +33,7 @@ declare -A TESTS=(
   [_cache]="tests/unit_tests/test_cache.py"
   [_usage_handler]="tests/unit_tests/test_usage.py"
   [_usage_ledger]="tests/unit_tests/test_usage_ledger.py tests/unit_tests/test_usage.py"
-  [_usage_limits]="tests/unit_tests/test_usage_ledger.py tests/unit_tests/test_usage.py"
+  [_usage_limits]="tests/unit_tests/test_usage_limits_edges.py tests/unit_tests/test_usage_ledger.py tests/unit_tests/test_usage.py"
   [_usage_prices]="tests/unit_tests/test_usage_prices_edges.py tests/unit_tests/test_usage.py"
   [_usage_record]="tests/unit_tests/test_usage.py tests/unit_tests/test_usage_ledger.py"
 )
