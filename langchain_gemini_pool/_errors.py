@@ -118,6 +118,8 @@ _NOT_TRANSPORT = (
 )
 _NOT_TRANSPORT_NAMES = frozenset({"UnsupportedProtocol", "LocalProtocolError", "InvalidURL"})
 _DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)s\s*$")
+# "* Quota exceeded for metric: <quotaMetric>, limit: <n>, model: <model>" lines of a 429.
+_LIMIT_LINE = re.compile(r"for metric: ([^,\s]+), limit: ([0-9]+)")
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -194,13 +196,25 @@ def _retry_in(message: str) -> float | None:
     return None
 
 
+def _message_limits(message: str) -> dict[str, int]:
+    """quotaMetric -> limit, from the message's lines, for metrics given one limit only."""
+    seen: dict[str, set[int]] = {}
+    for metric, limit in _LIMIT_LINE.findall(message):
+        seen.setdefault(metric, set()).add(int(limit))
+    return {metric: limits.pop() for metric, limits in seen.items() if len(limits) == 1}
+
+
 def _classify_rate_limit(error: genai_errors.APIError) -> Failure:
     details = _rpc_details(error)
+    message = error.message or ""
     delay: float | None = None
     for info in _of_type(details, "google.rpc.RetryInfo"):
         delay = parse_duration(info.get("retryDelay"))
-    if (precise := _retry_in(error.message or "")) is not None:
+    if (precise := _retry_in(message)) is not None:
         delay = precise
+    # quotaValue is a proto3 int64: Google leaves out a limit of 0, which then shows only in
+    # the message ("limit: 0"). A quotaValue present always wins over the message.
+    from_message = _message_limits(message)
     violations: list[QuotaViolation] = []
     for failure in _of_type(details, "google.rpc.QuotaFailure"):
         for v in failure.get("violations") or []:
@@ -211,6 +225,8 @@ def _classify_rate_limit(error: genai_errors.APIError) -> Failure:
                 value = int(str(raw)) if raw is not None else None
             except ValueError:
                 value = None
+            if raw is None:
+                value = from_message.get(str(v.get("quotaMetric", "")))
             violations.append(QuotaViolation(str(v.get("quotaId", "")), value))
     kinds = sorted({v.quota_id for v in violations if v.quota_id})
     reason = "rate limited" + (f" ({', '.join(kinds)})" if kinds else "")

@@ -1,8 +1,9 @@
 """Google-shaped error bodies, byte for byte what the Gemini API sends.
 
 Every builder returns ``(http_status, body)``; the server serialises ``body`` as JSON with
-``Content-Type: application/json``. Texts follow ``docs/GEMINI_WIRE.md`` (taken from real
-responses quoted in public bug reports).
+``Content-Type: application/json``. Texts follow ``docs/GEMINI_WIRE.md``; the shapes (status,
+detail ``@type``s and their fields) are checked against real bodies quoted in public bug
+reports, kept with their links in ``tests/fixtures/google_errors/``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ RATE_LIMIT_DOCS = "https://ai.google.dev/gemini-api/docs/rate-limits"
 _TYPE = "@type"
 _ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
 _LOCALIZED = "type.googleapis.com/google.rpc.LocalizedMessage"
+_HELP = "type.googleapis.com/google.rpc.Help"
 
 BAD_KEY_KINDS = ("invalid", "expired", "leaked", "service_disabled", "suspended", "denied")
 """The values ``bad_keys=`` accepts, one per way Google refuses a key."""
@@ -93,6 +95,10 @@ def bad_key(kind: str, project_number: int) -> ErrorReply:
         )
     if kind == "service_disabled":
         consumer = f"projects/{project_number}"
+        activation = (
+            "https://console.developers.google.com/apis/api/"
+            f"generativelanguage.googleapis.com/overview?project={project_number}"
+        )
         message = (
             "Generative Language API has not been used in project "
             f"{project_number} before or it is disabled. Enable it by visiting "
@@ -108,11 +114,16 @@ def bad_key(kind: str, project_number: int) -> ErrorReply:
                 "service": SERVICE,
                 "consumer": consumer,
                 "serviceTitle": "Generative Language API",
-                "activationUrl": "https://console.developers.google.com/apis/api/"
-                f"generativelanguage.googleapis.com/overview?project={project_number}",
+                "activationUrl": activation,
             },
         }
-        return error(403, "PERMISSION_DENIED", message, [info, _localized(message)])
+        help_ = {
+            _TYPE: _HELP,
+            "links": [
+                {"description": "Google developers console API activation", "url": activation}
+            ],
+        }
+        return error(403, "PERMISSION_DENIED", message, [info, _localized(message), help_])
     if kind == "suspended":
         consumer = f"projects/{project_number}"
         message = f"Permission denied: Consumer '{consumer}' has been suspended."
@@ -122,7 +133,9 @@ def bad_key(kind: str, project_number: int) -> ErrorReply:
             "domain": "googleapis.com",
             "metadata": {"service": SERVICE, "consumer": consumer},
         }
-        return error(403, "PERMISSION_DENIED", message, [info, _localized(message)])
+        # Google names the consumer as 'api_key:<the key>'; the emulator names the project
+        # instead so that no key text ever travels in a body. No LocalizedMessage here.
+        return error(403, "PERMISSION_DENIED", message, [info])
     if kind == "denied":
         return error(403, "PERMISSION_DENIED", "Your project has been denied access.")
     raise ValueError(f"Unknown bad-key kind {kind!r}; use one of {', '.join(BAD_KEY_KINDS)}.")
@@ -158,7 +171,7 @@ def rate_limited(violations: list[dict[str, Any]], retry_s: float) -> ErrorReply
         f"{RATE_LIMIT_DOCS}. To monitor your current usage, head to: "
         "https://ai.dev/usage?tab=rate-limit. \n"
         + "".join(
-            f"* Quota exceeded for metric: {v['quotaMetric']}, limit: {v['quotaValue']}, "
+            f"* Quota exceeded for metric: {v['quotaMetric']}, limit: {v.get('quotaValue', 0)}, "
             f"model: {model}\n"
             for v in violations
         )
@@ -166,7 +179,7 @@ def rate_limited(violations: list[dict[str, Any]], retry_s: float) -> ErrorReply
     )
     details = [
         {
-            _TYPE: "type.googleapis.com/google.rpc.Help",
+            _TYPE: _HELP,
             "links": [
                 {"description": "Learn more about Gemini API quotas", "url": RATE_LIMIT_DOCS}
             ],

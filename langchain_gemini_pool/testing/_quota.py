@@ -58,12 +58,19 @@ QuotaSpec = Quota | Mapping[str, Quota | Mapping[str, Quota]] | None
 
 
 def violation(metric: str, quota_id: str, model: str, limit: int) -> dict[str, Any]:
-    return {
+    """One ``QuotaFailure`` violation as Google writes it.
+
+    ``quotaValue`` is a proto3 int64: a limit of 0 is the default value and Google leaves the
+    field out (real "no free tier" bodies carry the 0 only in the message's "limit: 0").
+    """
+    body: dict[str, Any] = {
         "quotaMetric": metric,
         "quotaId": quota_id,
         "quotaDimensions": {"location": "global", "model": model},
-        "quotaValue": str(limit),
     }
+    if limit:
+        body["quotaValue"] = str(limit)
+    return body
 
 
 @dataclass

@@ -126,7 +126,7 @@ class FakeGeminiServer:
             ``"suspended"`` or ``"denied"``: the key gets Google's exact 400/403 body.
         unknown_models: Models that get Google's 404 ``NOT_FOUND``.
         zero_quota_models: Models with no free tier: every request gets a 429 whose
-            violations have ``quotaValue "0"``.
+            violations carry no ``quotaValue`` and whose message says "limit: 0", as Google's do.
         faults: Injected faults (:class:`Faults`); replace later with ``server.faults = ...``.
         clock: The clock quota windows and days are measured on (``ManualClock`` in tests).
         reply: ``callable(request_json) -> str | dict`` making replies instead of the

@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import httpx2
 import pytest
 from langchain_google_genai import ChatGoogleGenerativeAI
 from langchain_google_genai.chat_models import GoogleAPIError, GoogleModelNotFoundError
@@ -221,9 +222,15 @@ def test_reset_key_lifts_a_quarantine(emulator: Emulator, make_pool: MakePool) -
     server = emulator(bad_keys={KEYS[0]: "invalid"})
     pool = make_pool(server)
     served_by(pool, 1)
+    assert pool.pool_status()[0]["state"] == "invalid"
+    assert server.stats()["keys"]["…aaaa"]["requests"] == 1
     pool.reset_key(0)
     assert pool.pool_status()[0]["state"] == "ready"
-    pool.reset_key(KEYS[1])  # by key text too
+    served_by(pool, 3)  # the key is in the rotation again: it is tried (and refused) anew
+    assert server.stats()["keys"]["…aaaa"]["requests"] == 2
+    assert pool.pool_status()[0]["state"] == "invalid"
+    pool.reset_key(KEYS[0])  # by key text too
+    assert pool.pool_status()[0]["state"] == "ready"
 
 
 @pytest.mark.parametrize("use_async", [False, True])
@@ -379,7 +386,7 @@ def test_timeouts_are_server_faults_never_quarantines(
 ) -> None:
     server = emulator(faults=Faults(latency_s=0.5))
     pool = make_pool(server, api_keys=KEYS[:2], clock=ManualClock(), timeout=0.1)
-    with pytest.raises(Exception) as info:  # the transport's own timeout type
+    with pytest.raises(httpx2.TimeoutException) as info:  # the SDK's sync transport: httpx2
         pool.invoke("slow")
     outcomes = [a["outcome"] for a in info.value.gemini_pool_attempts]
     assert outcomes == ["server_fault"] * 3  # max_attempts: each key once, at least 3

@@ -79,8 +79,10 @@ def test_batch_with_max_concurrency_spreads_and_survives_faults(
 
 async def test_abatch(emulator: Emulator, make_pool: MakePool) -> None:
     pool = make_pool(emulator())
-    results = await pool.abatch(["a", "b", "c", "d"], config={"max_concurrency": 2})
-    assert [m.response_metadata["key_index"] for m in results].count(0) >= 1
+    prompts = ["alpha one", "bravo two", "charlie three", "delta four"]
+    results = await pool.abatch(prompts, config={"max_concurrency": 2})
+    assert [m.content for m in results] == [f"Echo: {p}" for p in prompts]  # each its own, in order
+    assert {m.response_metadata["key_index"] for m in results} == {0, 1, 2}
 
 
 def test_manual_tool_loop(emulator: Emulator, make_pool: MakePool) -> None:

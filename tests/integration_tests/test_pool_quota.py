@@ -15,9 +15,10 @@ from langchain_gemini_pool import (
     QuotaLimits,
     get_gemini_usage_callback,
 )
+from langchain_gemini_pool._quota import WINDOW_MARGIN_S
 from langchain_gemini_pool.testing import FakeGeminiServer, Quota
 
-from .conftest import KEYS
+from .conftest import KEYS, T0
 
 Emulator = Callable[..., FakeGeminiServer]
 MakePool = Callable[..., ChatGeminiPool]
@@ -156,23 +157,120 @@ def test_daily_quota_warning_at_80_percent(
     assert usage.by_project["daily"].quota_warnings == 1
 
 
-async def test_waiters_are_served_in_order_and_a_cancelled_wait_gives_its_slot_back(
+class SteppedClock:
+    """A clock the test moves by hand; ``asleep`` really waits until it has been moved far
+    enough (unlike ``ManualClock``, whose waits end at once), so the order in which
+    waiters wake is the scheduler's, not the event loop's."""
+
+    def __init__(self, start: float) -> None:
+        self._now = start
+
+    def now(self) -> float:
+        return self._now
+
+    def advance(self, seconds: float) -> None:
+        self._now += seconds
+
+    def sleep(self, seconds: float) -> None:
+        raise AssertionError("the async path must not block")
+
+    async def asleep(self, seconds: float) -> None:
+        import asyncio
+
+        until = self._now + seconds
+        while self._now < until:
+            await asyncio.sleep(0.002)
+
+
+async def test_waiters_are_served_in_arrival_order_one_slot_each(
     emulator: Emulator, make_pool: MakePool
 ) -> None:
     import asyncio
 
+    seen: list[str] = []
+
+    def reply(request: dict) -> str:
+        text = request["contents"][-1]["parts"][0]["text"]
+        seen.append(text)
+        return f"Echo: {text}"
+
+    async def until_seen(count: int) -> None:
+        for _ in range(2500):
+            if len(seen) >= count:
+                return
+            await asyncio.sleep(0.002)
+        raise AssertionError(f"only {seen} reached the server")
+
+    clock = SteppedClock(T0)
+    keys = {"only": KEYS[:1]}
+    server = emulator(keys=keys, reply=reply)
+    pool = make_pool(
+        server, api_keys=keys, clock=clock, limits=QuotaLimits(rpm=1, window_s=30), max_wait=600
+    )
+    await pool.ainvoke("first")
+    waiters = []
+    for i in range(4):
+        waiters.append(asyncio.create_task(pool.ainvoke(f"waiter {i}")))
+        await asyncio.sleep(0.05)  # each books its slot before the next one arrives
+    assert seen == ["first"]  # the window is full: everybody waits
+    for i in range(4):
+        clock.advance(30 + WINDOW_MARGIN_S + 0.01)  # one window later: exactly one slot frees
+        await until_seen(2 + i)
+        await asyncio.sleep(0.05)
+        assert seen[1:] == [f"waiter {j}" for j in range(i + 1)]  # the next in line, alone
+    answers = await asyncio.gather(*waiters)
+    assert [a.content for a in answers] == [f"Echo: waiter {i}" for i in range(4)]
+    assert server.stats()["total"]["rate_limited"] == 0
+
+
+async def test_a_cancelled_wait_gives_its_slot_back(
+    emulator: Emulator, make_pool: MakePool
+) -> None:
+    import asyncio
+
+    clock = SteppedClock(T0)
     keys = {"only": KEYS[:1]}
     server = emulator(keys=keys)
-    pool = make_pool(server, api_keys=keys, limits=QuotaLimits(rpm=1, window_s=30))
+    pool = make_pool(
+        server, api_keys=keys, clock=clock, limits=QuotaLimits(rpm=1, window_s=30), max_wait=600
+    )
     await pool.ainvoke("first")
     waiting = asyncio.create_task(pool.ainvoke("second"))  # books the slot in ~30 s
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(0.1)
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiting
     key = pool._scheduler._keys[0]
     assert key.in_flight == 0  # the booked, unused slot released its key
     assert server.stats()["total"]["requests"] == 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=TimeoutError,
+    reason="known bug: a cancelled waiter's booked slot stays counted in the project's "
+    "window, so the next caller waits one more window (found mending this test)",
+)
+async def test_a_cancelled_wait_leaves_its_slot_to_the_next_caller(
+    emulator: Emulator, make_pool: MakePool
+) -> None:
+    import asyncio
+
+    clock = SteppedClock(T0)
+    keys = {"only": KEYS[:1]}
+    server = emulator(keys=keys)
+    pool = make_pool(
+        server, api_keys=keys, clock=clock, limits=QuotaLimits(rpm=1, window_s=30), max_wait=600
+    )
+    await pool.ainvoke("first")
+    waiting = asyncio.create_task(pool.ainvoke("second"))
+    await asyncio.sleep(0.1)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    clock.advance(30 + WINDOW_MARGIN_S + 0.01)  # the window has room again
+    later = await asyncio.wait_for(pool.ainvoke("third"), 5)  # hangs if the slot was kept
+    assert later.content == "Echo: third"
 
 
 def test_a_burst_one_over_the_window_waits_with_the_default_max_wait(

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from langchain_core.caches import InMemoryCache
+from langchain_google_genai.chat_models import GoogleAPIError
 
 from langchain_gemini_pool import (
     ChatGeminiPool,
@@ -67,7 +68,7 @@ async def drive(pool: ChatGeminiPool, server: FakeGeminiServer) -> None:
     pool.batch([f"batch item {i}" for i in range(6)], config=alice)
     pool.invoke("first question", config=alice)  # a cache hit: nothing is sent
     server.faults = Faults(error_rate=1.0)
-    with pytest.raises(Exception):  # noqa: B017 - every key fails: whatever it raises
+    with pytest.raises(GoogleAPIError, match="500 INTERNAL"):  # every key fails
         pool.invoke("doomed question", config=bob)
     server.faults = Faults()
     pool.invoke("last question", config=bob)
@@ -119,7 +120,7 @@ async def test_a_stream_cut_after_output_reconciles_its_attempts(
     server = emulator(faults=Faults(stream_cut_after=1))
     ledger = UsageLedger(tmp_path)
     pool = make_pool(server, ledger=ledger)
-    with get_gemini_usage_callback() as usage, pytest.raises(Exception) as caught:
+    with get_gemini_usage_callback() as usage, pytest.raises(GoogleAPIError) as caught:
         for _ in pool.stream("a story cut short", config={"metadata": {"user_id": "dan"}}):
             pass
     billed = server.stats()["total"]["total_tokens"]

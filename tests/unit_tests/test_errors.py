@@ -183,6 +183,10 @@ def test_a_violation_without_or_with_a_strange_quota_value() -> None:
     code, body = bodies.rate_limited([violation(REQ_METRIC, RPM_ID, MODEL, 7)], 3)
     body["error"]["details"][1]["violations"] = [first, second, "junk"]
     failure = classify(sdk_error((code, body)))
+    # the message's "limit: 7" line for the request metric stands in for the missing value
+    assert failure.violations == (QuotaViolation(RPM_ID, 7), QuotaViolation(TPM_ID, None))
+    body["error"]["message"] = "You exceeded your current quota."
+    failure = classify(sdk_error((code, body)))
     assert failure.violations == (QuotaViolation(RPM_ID, None), QuotaViolation(TPM_ID, None))
 
 
