@@ -245,12 +245,6 @@ async def test_a_cancelled_wait_gives_its_slot_back(
     assert server.stats()["total"]["requests"] == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TimeoutError,
-    reason="known bug: a cancelled waiter's booked slot stays counted in the project's "
-    "window, so the next caller waits one more window (found mending this test)",
-)
 async def test_a_cancelled_wait_leaves_its_slot_to_the_next_caller(
     emulator: Emulator, make_pool: MakePool
 ) -> None:
