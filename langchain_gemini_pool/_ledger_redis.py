@@ -24,18 +24,16 @@ After ``fork`` the child opens its own connection and starts with nothing pendin
 
 from __future__ import annotations
 
-import atexit
 import json
 import logging
 import os
 import threading
-import weakref
 from dataclasses import fields
 from typing import Any
 from urllib.parse import urlsplit
 
 from langchain_gemini_pool._clock import Clock
-from langchain_gemini_pool._ledger_store import RETRY_S, Rows, _merge
+from langchain_gemini_pool._ledger_store import LIVE_STORES, RETRY_S, Rows, _merge
 from langchain_gemini_pool._state_redis_codec import safe_url
 from langchain_gemini_pool._usage_record import UsageTotals
 
@@ -146,7 +144,7 @@ class RedisStore:
         self._retry_at = 0.0
         self._problem: str | None = None
         self._connect()
-        _LIVE.add(self)
+        LIVE_STORES.add(self)  # saved at exit; a forked child forgets the backlog
 
     def __repr__(self) -> str:
         return f"RedisStore({safe_url(self.url)!r}, prefix={self.prefix!r})"
@@ -388,22 +386,3 @@ class RedisStore:
         self._lock = threading.Lock()  # a thread of the parent may have held it
         self._pending = {}  # the parent's to save, never saved twice
         self._pid = -1
-
-
-_LIVE: weakref.WeakSet[RedisStore] = weakref.WeakSet()
-
-
-def _save_all_at_exit() -> None:
-    for store in list(_LIVE):
-        if store._pending:
-            store.close()
-
-
-def _forget_pending_in_child() -> None:
-    for store in list(_LIVE):
-        store._after_fork()
-
-
-atexit.register(_save_all_at_exit)
-if hasattr(os, "register_at_fork"):  # POSIX
-    os.register_at_fork(after_in_child=_forget_pending_in_child)

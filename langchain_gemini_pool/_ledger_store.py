@@ -149,7 +149,7 @@ class DiskStore:
         self._retry_at = 0.0
         self._warned_at: dict[str, float] = {}
         self._problem: str | None = None
-        _LIVE.add(self)
+        LIVE_STORES.add(self)
         with self._lock:
             self._ensure_open(self._clock.now())
 
@@ -370,18 +370,20 @@ class DiskStore:
             self._close_reader()
 
 
-_LIVE: weakref.WeakSet[DiskStore] = weakref.WeakSet()
+LIVE_STORES: weakref.WeakSet[Any] = weakref.WeakSet()
+"""Every store that may keep usage in memory (disk and Redis): saved at exit, and a forked
+child forgets its parent's backlog so it is never written twice."""
 
 
 def _save_all_at_exit() -> None:
     """Last chance for usage kept in memory: write it if the directory works by now."""
-    for store in list(_LIVE):
+    for store in list(LIVE_STORES):
         if store._pending:
             store.close()
 
 
 def _forget_pending_in_child() -> None:
-    for store in list(_LIVE):
+    for store in list(LIVE_STORES):
         store._after_fork()
 
 

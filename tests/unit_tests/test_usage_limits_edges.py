@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pickle
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 import pytest
 
@@ -41,7 +41,7 @@ def test_the_refusal_says_which_period_and_what_to_do() -> None:
         1.25,
         1.2,
         "bob",
-        42.0,
+        datetime.fromtimestamp(42.0, timezone.utc),  # an epoch given is kept as an aware UTC time
     )
     assert str(again) == str(monthly)
     summed = UsageLimitExceededError(  # a float sum of costs prints as money, not as noise
@@ -57,7 +57,7 @@ def test_a_zero_limit_is_allowed_and_hard_must_be_a_bool() -> None:
 
 
 def test_overage_is_the_users_own() -> None:
-    ledger = UsageLedger.in_memory(clock=ManualClock(datetime(2026, 1, 10, tzinfo=UTC)))
+    ledger = UsageLedger.in_memory(clock=ManualClock(datetime(2026, 1, 10, tzinfo=timezone.utc)))
     ledger.record(served(tokens=300), user="alice")
     ledger.record(served(tokens=900), user="bob")
     limits = UsageLimits(tokens_per_day=200, hard=False)
