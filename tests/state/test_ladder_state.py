@@ -4,6 +4,7 @@ real SDK over loopback, real SQLite and a real redis-server."""
 
 from __future__ import annotations
 
+import multiprocessing
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -141,3 +142,44 @@ def test_a_per_minute_quota_zero_outs_the_pair_for_the_day_in_the_backend(
         row = second.pool_status()[pick.index]
         assert row["models"] == {PRO: "cooling", FLASH: "ready"}
         assert row["ready_in_s"] > 3600  # not the 5 s the body said: out until midnight
+
+
+def _ask(out: Any, pool: ChatGeminiPool) -> None:
+    """A forked worker: one request; reports the model that served it."""
+    try:
+        out.put(pool.invoke("from a worker").response_metadata["model_name"])
+    except BaseException as exc:  # pragma: no cover - reported to the parent
+        out.put(repr(exc))
+
+
+def _in_a_child(pool: ChatGeminiPool) -> str:
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    child = ctx.Process(target=_ask, args=(out, pool))
+    child.start()
+    served = out.get(timeout=60)
+    child.join(20)
+    assert child.exitcode == 0
+    return str(served)
+
+
+def test_workers_forked_from_one_preloaded_pool_share_the_ladder(backend: Backend) -> None:
+    """gunicorn ``--preload``: one pool built before fork; each child has its own ladder in
+    memory, and the backend tells the second child what the first learned."""
+    with FakeGeminiServer(keys=KEYS, zero_quota_models=[PRO]) as server:
+        pool = worker(server, backend())
+        assert _in_a_child(pool) == FLASH
+        assert sent(server, PRO) == {"p1": 1, "p2": 1}
+        assert _in_a_child(pool) == FLASH
+        assert sent(server, PRO) == {"p1": 1, "p2": 1}  # the second child never tried pro
+        assert sum(sent(server, FLASH).values()) == 2
+
+
+async def test_async_ladder_over_a_backend(backend: Backend) -> None:
+    with FakeGeminiServer(keys=KEYS, zero_quota_models=[PRO]) as server:
+        first, second = worker(server, backend()), worker(server, backend())
+        assert first._scheduler.blocking  # decisions run off the event loop
+        assert (await first.ainvoke("a")).response_metadata["model_name"] == FLASH
+        chunks = [c async for c in second.astream("b")]
+        assert chunks[-1].response_metadata["fallback_from"] == PRO
+        assert sent(server, PRO) == {"p1": 1, "p2": 1}  # the second worker never tried pro
