@@ -25,6 +25,7 @@ from langchain_gemini_pool._redact import redact_exception
 from langchain_gemini_pool._scheduler import NoKeys, Pick, Scheduler, Wait
 
 if TYPE_CHECKING:
+    from langchain_gemini_pool._ladder import LadderScheduler
     from langchain_gemini_pool._shared_scheduler import SharedScheduler
 
 ATTEMPTS_ATTR = "gemini_pool_attempts"
@@ -55,7 +56,7 @@ class RequestPlan:
 
     def __init__(
         self,
-        scheduler: Scheduler | SharedScheduler,
+        scheduler: Scheduler | SharedScheduler | LadderScheduler,
         now: Callable[[], float],
         *,
         max_attempts: int,

@@ -1,9 +1,10 @@
 """The model ladder: when a model's quota is out on every key, fall back to the next model.
 
-Google's quotas are per (project, model). The ladder keeps one ``Scheduler`` per model (so
-its project windows and cooldowns are per (project, model)) with every key in each, at the
-same index; a quarantine is shared (a bad key is bad for every model). For each request the
-ladder asks the models in order:
+Google's quotas are per (project, model). The ladder keeps one scheduler per model (so its
+project windows and cooldowns are per (project, model)): an in-process ``Scheduler``, or a
+``SharedScheduler`` over the pool's state backend, so every process sees which pairs are out.
+Every key is in each, at the same index; a quarantine is shared (a bad key is bad for every
+model). For each request the ladder asks the models in order:
 
 - ``prefer="fallback"`` (default): the first model with a key ready now; when none is, the
   model that frees first (ties: the earlier model), if it frees within ``max_wait``;
@@ -22,7 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from google.genai.types import GenerateContentConfig
@@ -32,6 +33,7 @@ from langchain_gemini_pool._errors import Failure, FailureKind, classify, model_
 from langchain_gemini_pool._failover import RequestPlan
 from langchain_gemini_pool._quota import QuotaLimits
 from langchain_gemini_pool._scheduler import LimitsArg, NoKeys, Pick, Scheduler, Strategy, Wait
+from langchain_gemini_pool._shared_scheduler import SharedScheduler
 
 logger = logging.getLogger("langchain_gemini_pool")
 
@@ -143,11 +145,21 @@ def from_fallback(result: Any) -> bool:
     return any("fallback_from" in getattr(g.message, "response_metadata", {}) for g in generations)
 
 
-class LadderScheduler(Scheduler):
-    """The first model's scheduler, with one more scheduler per fallback model.
+Rung = Scheduler | SharedScheduler
+"""One model's scheduler: in-process, or over a shared-state backend."""
+RungFactory = Callable[[str, LimitsArg], Rung]
+"""``make_rung(model, limits)``: the scheduler of one rung (``limits``: that model's)."""
+
+
+class LadderScheduler:
+    """One scheduler per model of the ladder, each built by ``make_rung`` (default: an
+    in-process ``Scheduler``; with a shared state, a ``SharedScheduler`` per model, so each
+    rung's windows and cooldowns are the backend's (project, model) and every process of the
+    deployment sees which pairs are out).
 
     Keys, removals and resets go to every rung (a key has the same index on each); ``choose``
-    and the outcomes go to the rung a ``LadderPick`` names.
+    and the outcomes go to the rung a ``LadderPick`` names. A quarantine holds on every rung:
+    in process it is copied to the other rungs; in a backend it is per key already.
     """
 
     def __init__(
@@ -157,37 +169,66 @@ class LadderScheduler(Scheduler):
         strategy: Strategy,
         limits: Any,
         default_cooldown_s: float,
+        make_rung: RungFactory | None = None,
     ) -> None:
-        super().__init__(strategy, limits_for_model(limits, models[0]), default_cooldown_s)
+        if make_rung is None:
+
+            def make_rung(model: str, own: LimitsArg) -> Rung:
+                return Scheduler(strategy, own, default_cooldown_s)
+
         self.models = list(models)
         self.prefer: Prefer = prefer
-        self._rungs: list[Scheduler] = [self] + [
-            Scheduler(strategy, limits_for_model(limits, m), default_cooldown_s) for m in models[1:]
-        ]
+        self._rungs: list[Rung] = [make_rung(m, limits_for_model(limits, m)) for m in models]
+        self.blocking = any(r.blocking for r in self._rungs)
+        """Whether a decision does I/O (async paths then run it in a thread)."""
         self._out: set[int] = set()  # rungs taken out for the pool's life (404)
         self._told: set[tuple[str, str, str]] = set()  # (project, model, day) told at INFO
         self._ladder_lock = threading.Lock()
 
+    # --- membership: the same on every rung ---------------------------------------------------
+
     def add_keys(self, keys: Any) -> list[int]:
+        """Add ``(project, fingerprint)`` pairs (in-process rungs only)."""
         keys = list(keys)
-        indices = super().add_keys(keys)
+        return self._same_on_every_rung(lambda r: _in_process(r).add_keys(keys))
+
+    def add_entries(self, entries: Sequence[Any]) -> list[int]:
+        """Add ``KeyEntry`` items to every rung; returns their indices."""
+        return self._same_on_every_rung(lambda r: r.add_entries(entries))
+
+    def _same_on_every_rung(self, add: Callable[[Rung], list[int]]) -> list[int]:
+        indices = add(self._rungs[0])
         for other in self._rungs[1:]:
-            assert other.add_keys(keys) == indices  # same index on every rung
+            if add(other) != indices:  # pragma: no cover - rungs are only changed together
+                raise RuntimeError("The ladder's rungs disagree on key indices.")
         return indices
 
     def remove_key(self, index: int) -> None:
-        super().remove_key(index)
-        for other in self._rungs[1:]:
-            other.remove_key(index)
+        for rung in self._rungs:
+            rung.remove_key(index)
 
     def reset(self, index: int) -> None:
-        super().reset(index)
-        for other in self._rungs[1:]:
-            other.reset(index)
+        for rung in self._rungs:
+            rung.reset(index)
+
+    @property
+    def size(self) -> int:
+        return self._rungs[0].size
+
+    def active_indices(self) -> list[int]:
+        return self._rungs[0].active_indices()
+
+    def project_of(self, index: int) -> str:
+        return self._rungs[0].project_of(index)
+
+    def fingerprint_of(self, index: int) -> str:
+        return self._rungs[0].fingerprint_of(index)
 
     def live_rungs(self) -> list[int]:
         with self._ladder_lock:
             return [r for r in range(len(self._rungs)) if r not in self._out]
+
+    # --- choosing and outcomes -----------------------------------------------------------------
 
     def choose(
         self,
@@ -198,8 +239,6 @@ class LadderScheduler(Scheduler):
         book_until: float | None = None,
     ) -> Decision:
         def ask(rung: int, book: float | None) -> Decision:
-            if rung == 0:
-                return Scheduler.choose(self, now, tokens, avoid, reserve, book)
             return self._rungs[rung].choose(now, tokens, avoid, reserve, book)
 
         rung, decision = ladder_choose(self.live_rungs(), ask, self.prefer, book_until, now)
@@ -208,49 +247,46 @@ class LadderScheduler(Scheduler):
         return LadderPick(
             decision.index,
             decision.ticket,
-            decision.at,
-            decision.quota_warning,
+            at=decision.at,
+            quota_warning=decision.quota_warning,
+            reservation=decision.reservation,
             model=self.models[rung],
             rung=rung,
         )
 
     def on_success(self, pick: Pick, prompt_tokens: float | None = None) -> None:
-        rung = _rung(pick)
-        if rung == 0:
-            super().on_success(pick, prompt_tokens)
-        else:
-            self._rungs[rung].on_success(pick, prompt_tokens)
+        self._rungs[_rung(pick)].on_success(pick, prompt_tokens)
 
     def release(
         self, pick: Pick, *, sent: bool = False, prompt_tokens: float | None = None
     ) -> None:
-        rung = _rung(pick)
-        if rung == 0:
-            super().release(pick, sent=sent, prompt_tokens=prompt_tokens)
-        else:
-            self._rungs[rung].release(pick, sent=sent, prompt_tokens=prompt_tokens)
+        self._rungs[_rung(pick)].release(pick, sent=sent, prompt_tokens=prompt_tokens)
 
     def on_failure(self, pick: Pick, failure: Failure, now: float) -> None:
         rung = _rung(pick)
-        if rung == 0:
-            super().on_failure(pick, failure, now)
-        else:
-            self._rungs[rung].on_failure(pick, failure, now)
-        if failure.kind is FailureKind.BAD_KEY:  # a bad key is bad for every model
-            for other, scheduler in enumerate(self._rungs):
-                if other != rung:
-                    scheduler.quarantine(pick.index, failure.reason)
-        elif failure.kind is FailureKind.RATE_LIMITED and (
+        scheduler = self._rungs[rung]
+        out = failure.kind is FailureKind.RATE_LIMITED and (
             failure.per_day or any(v.quota_value == 0 for v in failure.violations)
-        ):
+        )
+        if out and isinstance(scheduler, SharedScheduler) and not failure.per_day:
+            # quota 0: the backend cools the (project, model) for the 429's hint; make the
+            # hint "until midnight Pacific" so every process skips the pair for the day
+            failure = replace(failure, retry_after_s=next_pacific_midnight(now) - now)
+        scheduler.on_failure(pick, failure, now)
+        if failure.kind is FailureKind.BAD_KEY:  # a bad key is bad for every model
+            for other, each in enumerate(self._rungs):
+                if other != rung and isinstance(each, Scheduler):  # a backend's is per key
+                    each.quarantine(pick.index, failure.reason)
+        elif out:
             self._out_for_day(rung, pick.index, now)
 
     def _out_for_day(self, rung: int, index: int, now: float) -> None:
         """Take (project, model) out until the next Pacific midnight; other models untouched."""
         scheduler, model = self._rungs[rung], self.models[rung]
         project = scheduler.project_of(index)
-        reason = f"{model}: no quota left today (quota 0 or per-day limit)"
-        scheduler.cool_project(index, next_pacific_midnight(now), reason)
+        if isinstance(scheduler, Scheduler):  # a backend rung was cooled by its on_failure
+            reason = f"{model}: no quota left today (quota 0 or per-day limit)"
+            scheduler.cool_project(index, next_pacific_midnight(now), reason)
         told = (project, model, pacific_day(now))
         with self._ladder_lock:
             if told in self._told:
@@ -279,15 +315,20 @@ class LadderScheduler(Scheduler):
 
     def status(self, now: float) -> list[dict[str, Any]]:
         """The first model's rows, each with ``models``: every ladder model's state."""
-        rows = super().status(now)
-        others = [s.status(now) if r else rows for r, s in enumerate(self._rungs)]
-        out = self.live_rungs()
+        every = [scheduler.status(now) for scheduler in self._rungs]
+        rows, out = every[0], self.live_rungs()
         for i, row in enumerate(rows):
             row["models"] = {
                 m: (other[i]["state"] if r in out else "unavailable")
-                for r, (m, other) in enumerate(zip(self.models, others, strict=True))
+                for r, (m, other) in enumerate(zip(self.models, every, strict=True))
             }
         return rows
+
+
+def _in_process(rung: Rung) -> Scheduler:
+    if not isinstance(rung, Scheduler):
+        raise TypeError("add_keys needs in-process rungs; use add_entries with a shared state.")
+    return rung
 
 
 def _rung(pick: Pick) -> int:
@@ -298,7 +339,7 @@ class LadderPlan(RequestPlan):
     """A ``RequestPlan`` over a ``LadderScheduler``: a 404 model moves down the ladder, and
     each attempt says which model it went to."""
 
-    def __init__(self, scheduler: Scheduler, now: Callable[[], float], **kwargs: Any):
+    def __init__(self, scheduler: LadderScheduler, now: Callable[[], float], **kwargs: Any):
         if not isinstance(scheduler, LadderScheduler):
             raise TypeError("LadderPlan needs a LadderScheduler.")
         super().__init__(scheduler, now, **kwargs)

@@ -45,6 +45,7 @@ from langchain_gemini_pool._ladder import (
     LadderPick,
     LadderPlan,
     LadderScheduler,
+    RungFactory,
     adapt_config,
     from_fallback,
     limits_for_model,
@@ -60,7 +61,7 @@ from langchain_gemini_pool._members import (
 )
 from langchain_gemini_pool._quota import QuotaLimits
 from langchain_gemini_pool._redact import clean_exception, secrets_in
-from langchain_gemini_pool._scheduler import Pick, Scheduler
+from langchain_gemini_pool._scheduler import LimitsArg, Pick, Scheduler, Strategy
 from langchain_gemini_pool._settings import (
     check_headers,
     check_seconds,
@@ -211,7 +212,7 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
     ``GEMINI_POOL_STATE`` is. Default: ``GEMINI_POOL_STATE`` if set, else this process
     alone (the fastest path)."""
 
-    _scheduler: Scheduler | SharedScheduler = PrivateAttr()
+    _scheduler: Scheduler | SharedScheduler | LadderScheduler = PrivateAttr()
     _state: StateBackend | None = PrivateAttr(default=None)
     _members: Members = PrivateAttr()
     _clock: Clock = PrivateAttr()
@@ -291,16 +292,14 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         self._clock = self.clock if self.clock is not None else SystemClock()
         self._state = _resolve_state(self.state)
         if self.fallback_models:
-            if self._state is not None:
-                logger.warning(
-                    "A pool with fallback_models keeps its cooldowns and windows in this "
-                    "process; state=%r is not used by it yet.",
-                    self._state,
-                )
-                self._state = None
             models = list(dict.fromkeys([self.model, *self.fallback_models]))
             self._scheduler = LadderScheduler(
-                models, self.prefer, self.strategy, limits, self.rate_limit_cooldown
+                models,
+                self.prefer,
+                self.strategy,
+                limits,
+                self.rate_limit_cooldown,
+                _shared_rungs(self._state, self.strategy, self.rate_limit_cooldown),
             )
         elif self._state is None:  # one process: today's scheduler, no I/O per decision
             own = limits_for_model(limits, self.model)
@@ -988,6 +987,19 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         """Close the pool's client, which every key shares (call before the event loop
         used exits)."""
         await super().aclose()
+
+
+def _shared_rungs(
+    state: StateBackend | None, strategy: Strategy, cooldown: float
+) -> RungFactory | None:
+    """The ladder's rungs over ``state``: one ``SharedScheduler`` per model (None: in-process)."""
+    if state is None:
+        return None
+
+    def make_rung(model: str, limits: LimitsArg) -> SharedScheduler:
+        return SharedScheduler(state, model, strategy, limits, cooldown)
+
+    return make_rung
 
 
 def _resolve_state(state: Any) -> StateBackend | None:
