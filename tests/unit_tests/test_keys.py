@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
@@ -471,12 +471,28 @@ def test_a_mapping_value_of_the_wrong_type_names_its_project() -> None:
         normalize_keys({"p": 5})  # type: ignore[dict-item]
 
 
+def _boilerplate() -> str:
+    """The fixed prose of the key errors, from keys of neutral filler and each bad character:
+    a "key" that is itself a piece of that prose cannot be told from it, whatever the code."""
+    texts = []
+    for bad in (" ", "\t", "\x00", "\n", "é", "#", "\x7f"):
+        try:
+            normalize_keys(["ZZZZZZ" + bad + "ZZZZZZ"])
+        except ValueError as exc:
+            texts.append(str(exc))
+    return "\n".join(texts)
+
+
+_BOILERPLATE = _boilerplate()
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.text(min_size=5, max_size=50))
 def test_any_text_is_a_key_or_a_clear_error_without_its_text(raw: str) -> None:
     cleaned = raw.strip()
     if len(cleaned) >= 2 and cleaned[0] == cleaned[-1] and cleaned[0] in "'\"":
         cleaned = cleaned[1:-1].strip()
+    assume(not any(w in _BOILERPLATE for w in windows(cleaned)))  # e.g. "0 charact"
     valid = bool(cleaned) and all("!" <= c <= "~" and c != "#" for c in cleaned)
     if not valid:
         with pytest.raises(ValueError, match=r"printable ASCII|no usable key") as info:
