@@ -556,32 +556,17 @@ class Scheduler:
                 if key.removed:
                     continue
                 project = self._projects[key.project]
-                until = max(key.cooling_until, project.cooling_until)
-                reason: str | None
-                if key.invalid_reason is not None:
-                    state, ready_in, reason = "invalid", None, key.invalid_reason
-                elif until > now:
-                    state, ready_in = "cooling", round(until - now, 3)
-                    by_project = project.cooling_until >= key.cooling_until
-                    reason = project.cool_reason if by_project else key.cool_reason
-                else:
-                    state, ready_in, reason = "ready", 0.0, None
                 rows.append(
-                    {
-                        "index": key.index,
-                        "fingerprint": key.fingerprint,
-                        "project": key.project,
-                        "state": state,
-                        "ready_in_s": ready_in,
-                        "requests": key.requests,
-                        "successes": key.successes,
-                        "rate_limited": key.rate_limited,
-                        "errors": key.errors,
-                        "reason": reason,
-                        "in_flight": key.in_flight,
-                        "room": project.window.room(now),
-                        "shared": False,
-                    }
+                    status_row(
+                        key,
+                        now,
+                        quarantine=key.invalid_reason,
+                        cooling=(key.cooling_until, key.cool_reason),
+                        scope_cooling=(project.cooling_until, project.cool_reason),
+                        in_flight=key.in_flight,
+                        room=project.window.room(now),
+                        shared=False,
+                    )
                 )
         return rows
 
@@ -590,3 +575,47 @@ class Scheduler:
 
     def fingerprint_of(self, index: int) -> str:
         return self._keys[index].fingerprint
+
+
+def status_row(
+    key: Any,
+    now: float,
+    *,
+    quarantine: str | None,
+    cooling: tuple[float, str | None],
+    scope_cooling: tuple[float, str | None],
+    in_flight: int,
+    room: Mapping[str, int | None],
+    shared: bool,
+) -> dict[str, Any]:
+    """One ``pool_status()`` row: ``key`` gives its identity and this process's counters; the
+    rest is what the scheduler (or the shared state) knows of the key and its scope now.
+
+    The state is ``invalid`` (quarantined), ``cooling`` (until the later of the key's and its
+    scope's cooldowns, with the reason of the later) or ``ready``.
+    """
+    (key_until, key_reason), (scope_until, scope_reason) = cooling, scope_cooling
+    until = max(key_until, scope_until)
+    reason: str | None
+    if quarantine is not None:
+        state, ready_in, reason = "invalid", None, quarantine
+    elif until > now:
+        state, ready_in = "cooling", round(until - now, 3)
+        reason = scope_reason if scope_until >= key_until else key_reason
+    else:
+        state, ready_in, reason = "ready", 0.0, None
+    return {
+        "index": key.index,
+        "fingerprint": key.fingerprint,
+        "project": key.project,
+        "state": state,
+        "ready_in_s": ready_in,
+        "requests": key.requests,
+        "successes": key.successes,
+        "rate_limited": key.rate_limited,
+        "errors": key.errors,
+        "reason": reason,
+        "in_flight": in_flight,
+        "room": dict(room),
+        "shared": shared,
+    }

@@ -30,6 +30,7 @@ from langchain_gemini_pool._scheduler import (
     Strategy,
     Wait,
     rate_limit_cooldown_s,
+    status_row,
 )
 from langchain_gemini_pool._state_types import (
     Admit,
@@ -365,30 +366,16 @@ class SharedScheduler:
         for key in keys:
             ks = snap.keys[key.shared_id]
             ss = snap.scopes[self._scope(key)]
-            until = max(ks.cooling_until, ss.cooling_until)
-            reason: str | None
-            if ks.quarantine is not None:
-                state, ready_in, reason = "invalid", None, ks.quarantine
-            elif until > snap.now:
-                state, ready_in = "cooling", round(until - snap.now, 3)
-                reason = ss.cool_reason if ss.cooling_until >= ks.cooling_until else ks.cool_reason
-            else:
-                state, ready_in, reason = "ready", 0.0, None
             rows.append(
-                {
-                    "index": key.index,
-                    "fingerprint": key.fingerprint,
-                    "project": key.project,
-                    "state": state,
-                    "ready_in_s": ready_in,
-                    "requests": key.requests,
-                    "successes": key.successes,
-                    "rate_limited": key.rate_limited,
-                    "errors": key.errors,
-                    "reason": reason,
-                    "in_flight": ks.in_flight,
-                    "room": dict(ss.room),
-                    "shared": snap.shared,
-                }
+                status_row(
+                    key,
+                    snap.now,
+                    quarantine=ks.quarantine,
+                    cooling=(ks.cooling_until, ks.cool_reason),
+                    scope_cooling=(ss.cooling_until, ss.cool_reason),
+                    in_flight=ks.in_flight,
+                    room=ss.room,
+                    shared=snap.shared,
+                )
             )
         return rows
