@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -20,21 +20,6 @@ T0 = datetime(2026, 3, 2, 10, 0, 10, tzinfo=timezone.utc).timestamp()
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock(T0)
-
-
-@pytest.fixture
-def emulator() -> Iterator[Callable[..., FakeGeminiServer]]:
-    """Start emulators with the given settings; all are stopped at the end of the test."""
-    started: list[FakeGeminiServer] = []
-
-    def start(**kwargs: Any) -> FakeGeminiServer:
-        server = FakeGeminiServer(**kwargs).start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
 
 
 @pytest.fixture

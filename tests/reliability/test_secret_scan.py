@@ -52,20 +52,6 @@ SLIPPED = "QZslipped7Kq2Vn9Xw\nQZhidden4Rt8Lm3Bz-0009"
 ALL_KEYS = (*SCAN_KEYS, SLIPPED, *SLIPPED.split("\n"))
 
 
-@pytest.fixture
-def servers() -> Iterator[Callable[..., FakeGeminiServer]]:
-    started: list[FakeGeminiServer] = []
-
-    def start(**kwargs: Any) -> FakeGeminiServer:
-        server = FakeGeminiServer(**kwargs).start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
-
-
 class EagerLog(logging.Handler):
     """Formats each record when it is emitted (as a real handler would, before anything
     could change the objects it refers to) and keeps the text."""
@@ -169,9 +155,9 @@ FAILURES: dict[str, dict[str, Any]] = {
 
 @pytest.mark.parametrize("kind", list(FAILURES))
 def test_no_failure_kind_lets_key_text_out(
-    kind: str, servers: Callable[..., FakeGeminiServer], debug_logging: EagerLog
+    kind: str, emulator: Callable[..., FakeGeminiServer], debug_logging: EagerLog
 ) -> None:
-    server = servers(**FAILURES[kind])
+    server = emulator(**FAILURES[kind])
     pool = _pool(server, max_attempts=2)
     outcomes = _every_path(pool)
     errors, _ = _scan_outcomes(outcomes, kind)
@@ -183,9 +169,9 @@ def test_no_failure_kind_lets_key_text_out(
 
 
 def test_a_mixed_fault_storm_lets_no_key_text_out(
-    servers: Callable[..., FakeGeminiServer],
+    emulator: Callable[..., FakeGeminiServer],
 ) -> None:
-    server = servers(
+    server = emulator(
         faults=Faults(error_rate=0.25, unavailable_rate=0.25, reset_rate=0.2, seed=7),
     )
     pool = _pool(server, keys=list(SCAN_KEYS), max_attempts=2)
@@ -198,9 +184,9 @@ def test_a_mixed_fault_storm_lets_no_key_text_out(
 
 
 def test_errors_let_out_keep_type_and_message_with_the_header_masked(
-    servers: Callable[..., FakeGeminiServer],
+    emulator: Callable[..., FakeGeminiServer],
 ) -> None:
-    server = servers(faults=Faults(error_rate=1.0))
+    server = emulator(faults=Faults(error_rate=1.0))
     pool = _pool(server, keys=[SCAN_KEYS[0]], max_attempts=1)
     with pytest.raises(Exception) as sync_info:
         pool.invoke("hello")
@@ -220,7 +206,7 @@ def test_errors_let_out_keep_type_and_message_with_the_header_masked(
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_a_key_that_cannot_be_sent_is_quarantined_and_never_shown(
-    mode: str, servers: Callable[..., FakeGeminiServer], debug_logging: EagerLog
+    mode: str, emulator: Callable[..., FakeGeminiServer], debug_logging: EagerLog
 ) -> None:
     """A key the HTTP client refuses as a header (h11 ``Illegal header value`` in sync,
     aiohttp's header-injection ValueError in async) is a bad key: quarantined, the request
@@ -231,7 +217,7 @@ def test_a_key_that_cannot_be_sent_is_quarantined_and_never_shown(
     ``normalize_keys`` (as this test does on purpose) can get that far.
     """
     debug_logging.exempt = ("httpcore",)
-    server = servers()
+    server = emulator()
     pool = _pool(server, keys=[SCAN_KEYS[0]])
     pool._add_entries([KeyEntry(SecretStr(SLIPPED), "slipped")])
     pool.reset_key(0)
@@ -344,9 +330,9 @@ def test_construction_errors_hold_no_key_loaded_from_the_environment(
 
 
 def test_pool_faces_cache_and_ledger_files_hold_no_key_text(
-    servers: Callable[..., FakeGeminiServer], tmp_path: Path
+    emulator: Callable[..., FakeGeminiServer], tmp_path: Path
 ) -> None:
-    server = servers(faults=Faults(schedule=[None, 503, None, "reset", None]))
+    server = emulator(faults=Faults(schedule=[None, 503, None, "reset", None]))
     cache_dir, ledger_dir = tmp_path / "cache", tmp_path / "ledger"
     pool = _pool(
         server,
@@ -422,9 +408,9 @@ def test_cli_keys_output_holds_no_key_text(name: str, content: str, tmp_path: Pa
 
 
 def test_cli_usage_output_holds_no_key_text(
-    servers: Callable[..., FakeGeminiServer], tmp_path: Path
+    emulator: Callable[..., FakeGeminiServer], tmp_path: Path
 ) -> None:
-    server = servers(faults=Faults(schedule=[None, 500]))
+    server = emulator(faults=Faults(schedule=[None, 500]))
     pool = _pool(server, keys=list(SCAN_KEYS), ledger=UsageLedger(tmp_path / "ledger"))
     _every_path(pool)
     output = _cli(["usage", "--directory", str(tmp_path / "ledger")], None, {})
