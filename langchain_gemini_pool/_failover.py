@@ -161,6 +161,11 @@ class RequestPlan:
         the end, correct the estimate of a sent request."""
         self._scheduler.release(pick, sent=sent, prompt_tokens=prompt_tokens)
 
+    @property
+    def booked(self) -> bool:
+        """Whether a slot is booked for this request and not yet used (see ``close``)."""
+        return self._booked is not None
+
     def close(self) -> None:
         """The request is over: a slot it booked and never used is given back in full."""
         if self._booked is not None:

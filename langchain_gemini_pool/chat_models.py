@@ -10,12 +10,12 @@ decisions to the members and keeps ``_generate``/``_agenerate``/``_stream``/``_a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
-import itertools
 import logging
 import math
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, cast
 
@@ -33,6 +33,21 @@ from pydantic import Field, PrivateAttr, SecretStr, model_validator
 from typing_extensions import Self
 
 from langchain_gemini_pool._clock import Clock, SystemClock
+from langchain_gemini_pool._driver import (
+    Close,
+    Detached,
+    Emit,
+    Io,
+    Op,
+    Pull,
+    Send,
+    Sleep,
+    Steps,
+    adrive,
+    aresult_of,
+    drive,
+    result_of,
+)
 from langchain_gemini_pool._dropin import pool_kwargs, refuse_vertex_ai, revive_settings
 from langchain_gemini_pool._failover import RequestPlan
 from langchain_gemini_pool._keys import (
@@ -528,12 +543,6 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
             if limits is not None:
                 check_usage(self._ledger, user, limits)
 
-    async def _abegin(self, user: str) -> None:
-        if self.usage_limits is not None and self._ledger is not None:
-            await asyncio.to_thread(self._begin, user)  # the ledger may read from disk
-        else:
-            self._begin(user)
-
     def _record(
         self,
         user: str,
@@ -554,17 +563,6 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
             )
         except Exception:  # the ledger must never break a request
             logger.warning("Could not record usage in the ledger.", exc_info=True)
-
-    async def _arecord(
-        self,
-        user: str,
-        message: BaseMessage | None,
-        error: BaseException | None,
-        *,
-        cached: bool = False,
-    ) -> None:
-        if self._ledger is not None:  # a disk ledger writes: keep it off the event loop
-            await asyncio.to_thread(self._record, user, message, error, cached=cached)
 
     def _stamp(self, message: BaseMessage, pick: Pick, plan: RequestPlan) -> None:
         """Say on the message which key served it, how, and any quota warning it caused."""
@@ -614,105 +612,87 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         model = pick.model if isinstance(pick, LadderPick) and pick.rung else None
         return self._members.sender(self, pick.index, model)
 
-    def _member(self, plan: RequestPlan, pick: Pick) -> Member:
-        """The member of ``pick``; if it cannot be had, nothing was sent: give the slot back."""
-        try:
-            return self._rotated(pick)
-        except BaseException:
-            plan.cancelled(pick, sent=False)
-            raise
-
-    async def _off_loop(self, fn: Callable[..., _T], *args: Any) -> _T:
-        """Run a plan step that may reach the state backend: in a thread when the backend
-        does I/O (disk, Redis), so the event loop never waits on it; inline otherwise."""
-        if self._scheduler.blocking:
-            return await asyncio.to_thread(fn, *args)
-        return fn(*args)
-
     @staticmethod
     def _user(run_manager: Any, kwargs: dict[str, Any]) -> str:
         call = _CALL.get()  # set by _generate_with_cache, whose run manager knew the user
         return _caller(run_manager, kwargs, call.user if call is not None else _DEFAULT_USER)
 
-    # --- generate --------------------------------------------------------------------------
+    # --- one request, for every entry point -------------------------------------------------
 
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        user = self._user(run_manager, kwargs)
+    def _steps(self, messages: list[BaseMessage] | None, user: str, kind: str) -> Steps:
+        """What one request does, in order, with no I/O of its own (see ``_driver``):
+        ``kind`` is "call" (one result), "stream" (its chunks) or "count" (tokens)."""
+        io, ledger = self._scheduler.blocking, self._ledger is not None
         plan: RequestPlan | None = None
         try:
-            self._begin(user)
-            plan = self._plan(messages)
-            while True:
-                step = plan.next()
-                if not isinstance(step, Pick):
-                    self._clock.sleep(step)
-                    continue
-                member = self._member(plan, step)
-                try:
-                    result = member._generate(
-                        messages, stop=stop, run_manager=run_manager, **kwargs
-                    )
-                except Exception as exc:
-                    if not plan.retry(step, exc):
-                        raise
-                    continue
-                except BaseException:  # cancelled or interrupted mid-call: no outcome
-                    plan.cancelled(step)
-                    raise
-                self._finish(plan, step, result)
-                self._record(user, result.generations[0].message, None)
-                return result
+            if kind != "count":
+                yield Io(self._begin, (user,), ledger and self.usage_limits is not None)
+            plan = self._plan(messages, reserve=kind != "count")
+            step, reply = yield from self._attempts(plan, stream=kind == "stream")
+            if kind == "call":
+                yield Io(self._finish, (plan, step, reply), io)
+                yield Io(self._record, (user, reply.generations[0].message, None), ledger)
+            elif kind == "count":
+                yield Io(plan.succeeded, (step, None), io)
         except Exception as exc:
-            self._record(user, None, exc)
+            if kind != "count":
+                yield Io(self._record, (user, None, exc), ledger)
             raise
         finally:
-            if plan is not None:
-                plan.close()
+            if plan is not None and plan.booked:  # a slot booked and never used: give it back
+                yield Detached(plan.close, (), io)
+        if kind == "stream":
+            yield from self._stream_steps(plan, step, reply, user)
+        else:
+            yield Emit(reply)
 
-    async def _agenerate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        user = self._user(run_manager, kwargs)
-        plan: RequestPlan | None = None
-        try:
-            await self._abegin(user)
-            plan = self._plan(messages)
-            while True:
-                step = await self._off_loop(plan.next)
-                if not isinstance(step, Pick):
-                    await self._clock.asleep(step)
-                    continue
-                member = self._member(plan, step)
-                try:
-                    result = await member._agenerate(
-                        messages, stop=stop, run_manager=run_manager, **kwargs
-                    )
-                except Exception as exc:
-                    if not await self._off_loop(plan.retry, step, exc):
-                        raise
-                    continue
-                except BaseException:  # cancelled or interrupted mid-call: no outcome
-                    plan.cancelled(step)
+    def _attempts(self, plan: RequestPlan, *, stream: bool) -> Generator[Op, Any, tuple[Pick, Any]]:
+        """Attempts until one succeeds (its pick and reply: for a stream, the stream and its
+        first chunk); raises what the plan will not retry."""
+        io = self._scheduler.blocking
+        while True:
+            step = yield Io(plan.next, (), io)
+            if not isinstance(step, Pick):
+                yield Sleep(step)
+                continue
+            try:
+                member = self._rotated(step)
+            except BaseException:  # nothing was sent: give the slot back whole
+                yield Detached(functools.partial(plan.cancelled, step, sent=False), (), io)
+                raise
+            try:
+                reply = yield Send(member)
+                if stream:  # a stream's failures before its first chunk are retried
+                    reply = (reply, (yield Pull(reply)))
+            except Exception as exc:
+                if not (yield Io(plan.retry, (step, exc), io)):
                     raise
-                await self._off_loop(self._finish, plan, step, result)
-                await self._arecord(user, result.generations[0].message, None)
-                return result
+                continue
+            except BaseException:  # cancelled or interrupted mid-call: no outcome
+                yield Detached(plan.cancelled, (step,), io)
+                raise
+            return step, reply
+
+    def _stream_steps(self, plan: RequestPlan, step: Pick, opened: Any, user: str) -> Steps:
+        """A stream after its first chunk: hand on every chunk, then the pool's last one."""
+        io, ledger = self._scheduler.blocking, self._ledger is not None
+        chunks, chunk = opened
+        tally = StreamTally(plan, step, functools.partial(self._stamp, pick=step, plan=plan))
+        try:
+            while chunk is not None:
+                yield Emit(tally.see(chunk))
+                chunk = yield Pull(chunks)
         except Exception as exc:
-            await self._arecord(user, None, exc)
+            yield Io(tally.failed, (exc,), io)
+            yield Io(self._record, (user, None, exc), ledger)
             raise
-        finally:
-            if plan is not None:
-                plan.close()
+        except BaseException:  # abandoned (GeneratorExit), cancelled or interrupted
+            yield Detached(tally.abandoned, (), io)
+            yield Close(chunks)  # a generator: let go of its connection
+            raise
+        last, summary = yield Io(tally.done, (), io)
+        yield Io(self._record, (user, summary, None), ledger)
+        yield Emit(last)
 
     def _finish(self, plan: RequestPlan, step: Pick, result: ChatResult) -> None:
         message = result.generations[0].message
@@ -721,7 +701,33 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         for generation in result.generations:
             self._stamp(generation.message, step, plan)
 
-    # --- stream ----------------------------------------------------------------------------
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        steps = self._steps(messages, self._user(run_manager, kwargs), "call")
+
+        def call(member: Member) -> ChatResult:
+            return member._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
+
+        return cast("ChatResult", result_of(drive(steps, call, self._clock)))
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        steps = self._steps(messages, self._user(run_manager, kwargs), "call")
+
+        async def call(member: Member) -> ChatResult:
+            return await member._agenerate(messages, stop=stop, run_manager=run_manager, **kwargs)
+
+        return cast("ChatResult", await aresult_of(adrive(steps, call, self._clock)))
 
     def _stream(
         self,
@@ -730,52 +736,12 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        user = self._user(run_manager, kwargs)
-        plan: RequestPlan | None = None
-        try:
-            self._begin(user)
-            plan = self._plan(messages)
-            while True:
-                step = plan.next()
-                if not isinstance(step, Pick):
-                    self._clock.sleep(step)
-                    continue
-                chunks = self._member(plan, step)._stream(
-                    messages, stop=stop, run_manager=run_manager, **kwargs
-                )
-                try:
-                    first = next(chunks, None)
-                except Exception as exc:
-                    if not plan.retry(step, exc):
-                        raise
-                    continue
-                except BaseException:  # interrupted before the first chunk: no outcome
-                    plan.cancelled(step)
-                    raise
-                break
-        except Exception as exc:
-            self._record(user, None, exc)
-            raise
-        finally:
-            if plan is not None:
-                plan.close()
-        tally = StreamTally(plan, step, functools.partial(self._stamp, pick=step, plan=plan))
-        try:
-            for chunk in itertools.chain([first] if first is not None else [], chunks):
-                yield tally.see(chunk)
-        except Exception as exc:
-            tally.failed(exc)
-            self._record(user, None, exc)
-            raise
-        except BaseException:  # abandoned (GeneratorExit) or interrupted mid-stream
-            tally.abandoned()
-            close = getattr(chunks, "close", None)  # a generator: let go of its connection
-            if close is not None:
-                close()
-            raise
-        last, summary = tally.done()
-        self._record(user, summary, None)
-        yield last
+        steps = self._steps(messages, self._user(run_manager, kwargs), "stream")
+
+        def call(member: Member) -> Iterator[ChatGenerationChunk]:
+            return member._stream(messages, stop=stop, run_manager=run_manager, **kwargs)
+
+        yield from drive(steps, call, self._clock)
 
     async def _astream(
         self,
@@ -784,51 +750,14 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        user = self._user(run_manager, kwargs)
-        plan: RequestPlan | None = None
-        try:
-            await self._abegin(user)
-            plan = self._plan(messages)
-            while True:
-                step = await self._off_loop(plan.next)
-                if not isinstance(step, Pick):
-                    await self._clock.asleep(step)
-                    continue
-                chunks = self._member(plan, step)._astream(
-                    messages, stop=stop, run_manager=run_manager, **kwargs
-                )
-                try:
-                    first = await anext(chunks, None)
-                except Exception as exc:
-                    if not await self._off_loop(plan.retry, step, exc):
-                        raise
-                    continue
-                except BaseException:  # cancelled before the first chunk: no outcome
-                    plan.cancelled(step)
-                    raise
-                break
-        except Exception as exc:
-            await self._arecord(user, None, exc)
-            raise
-        finally:
-            if plan is not None:
-                plan.close()
-        tally = StreamTally(plan, step, functools.partial(self._stamp, pick=step, plan=plan))
-        try:
-            if first is not None:
-                yield tally.see(first)
-                async for chunk in chunks:
-                    yield tally.see(chunk)
-        except Exception as exc:
-            await self._off_loop(tally.failed, exc)
-            await self._arecord(user, None, exc)
-            raise
-        except BaseException:  # abandoned (GeneratorExit), cancelled or interrupted
-            tally.abandoned()
-            raise
-        last, summary = await self._off_loop(tally.done)
-        await self._arecord(user, summary, None)
-        yield last
+        steps = self._steps(messages, self._user(run_manager, kwargs), "stream")
+
+        async def call(member: Member) -> AsyncIterator[ChatGenerationChunk]:
+            return member._astream(messages, stop=stop, run_manager=run_manager, **kwargs)
+
+        async with contextlib.aclosing(adrive(steps, call, self._clock)) as chunks:
+            async for chunk in chunks:  # closed with this generator: the key is given back
+                yield chunk
 
     # --- cache -----------------------------------------------------------------------------
 
@@ -964,24 +893,8 @@ class ChatGeminiPool(ChatGoogleGenerativeAI):
 
     def get_num_tokens(self, text: str) -> int:
         """Count tokens with the model's tokenizer, on the next key in the rotation."""
-        plan = self._plan(None, reserve=False)
-        while True:
-            step = plan.next()
-            if not isinstance(step, Pick):
-                self._clock.sleep(step)
-                continue
-            member = self._member(plan, step)
-            try:
-                count = member.get_num_tokens(text)
-            except Exception as exc:
-                if not plan.retry(step, exc):
-                    raise
-                continue
-            except BaseException:
-                plan.cancelled(step)
-                raise
-            plan.succeeded(step, None)
-            return count
+        steps = self._steps(None, _DEFAULT_USER, "count")
+        return cast("int", result_of(drive(steps, lambda m: m.get_num_tokens(text), self._clock)))
 
     async def aclose(self) -> None:
         """Close the pool's client, which every key shares (call before the event loop

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
 
-from langchain_gemini_pool import ChatGeminiPool, ManualClock, QuotaLimits
+from langchain_gemini_pool import ChatGeminiPool, DiskState, ManualClock, QuotaLimits
 from langchain_gemini_pool._quota import WINDOW_MARGIN_S
 from langchain_gemini_pool.chat_models import _estimate_tokens
 from langchain_gemini_pool.testing import FakeGeminiServer, Faults
@@ -198,3 +199,39 @@ async def test_an_astream_closed_early_releases_its_key(
     # LangChain's inner generators are closed by the event loop's finalizer, a few turns on
     await until(lambda: row(pool)["in_flight"] == 0, "the abandoned stream gave its key back")
     assert row(pool)["room"]["rpd"] == 50 - sent(server) == 49
+
+
+class WatchedDiskState(DiskState):
+    """A real ``DiskState`` that notes which thread each decision and settlement ran on."""
+
+    def __init__(self, directory: str) -> None:
+        super().__init__(directory)
+        self.threads: list[int] = []
+
+    def admit(self, *args: Any, **kwargs: Any) -> Any:
+        self.threads.append(threading.get_ident())
+        return super().admit(*args, **kwargs)
+
+    def settle(self, outcome: Any) -> None:
+        self.threads.append(threading.get_ident())
+        super().settle(outcome)
+
+
+async def test_shared_state_is_never_reached_from_the_event_loop_even_when_cancelled(
+    emulator: Emulator, make_pool: MakePool, tmp_path: Any
+) -> None:
+    """Async requests on a shared backend decide, settle and give back a cancelled key in
+    threads: a cancelled task is not held up by the backend, and the key still comes back."""
+    state = WatchedDiskState(str(tmp_path / "state"))
+    server = emulator(keys=ONE, faults=Faults(latency_s=3.0))
+    pool = make_pool(server, api_keys=ONE, limits=QuotaLimits(rpd=50), state=state)
+    loop_thread = threading.get_ident()
+    task = asyncio.create_task(pool.ainvoke("slow"))
+    await until(lambda: sent(server) == 1, "the emulator received the request")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await until(lambda: row(pool)["in_flight"] == 0, "the cancelled request's key came back")
+    assert len(state.threads) >= 2  # its admit, and the give-back
+    assert loop_thread not in state.threads
+    assert row(pool)["room"]["rpd"] == 49  # it was sent: the window keeps it
