@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from google.genai.client import Client as GenaiClient
 from google.genai.types import (
@@ -36,9 +36,6 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_google_genai import ChatGoogleGenerativeAI
 from pydantic import SecretStr
-
-if TYPE_CHECKING:
-    from langchain_gemini_pool.chat_models import ChatGeminiPool
 
 KEY_HEADER = "x-goog-api-key"
 MODEL_KWARG = "_gemini_pool_model"
@@ -88,7 +85,9 @@ class Member:
 
     __slots__ = ("_model", "_pool", "_secret")
 
-    def __init__(self, pool: ChatGeminiPool, secret: SecretStr, model: str | None = None) -> None:
+    def __init__(
+        self, pool: ChatGoogleGenerativeAI, secret: SecretStr, model: str | None = None
+    ) -> None:
         self._pool = pool
         self._secret = secret
         self._model = model  # a model of the pool's ladder other than ``pool.model``
@@ -193,7 +192,7 @@ class Members:
                     return index
         return None
 
-    def sender(self, pool: ChatGeminiPool, index: int, model: str | None = None) -> Member:
+    def sender(self, pool: ChatGoogleGenerativeAI, index: int, model: str | None = None) -> Member:
         """A sender for key ``index`` on ``pool``'s settings and client (and ``model``)."""
         return Member(pool, self._secrets[index], model)
 

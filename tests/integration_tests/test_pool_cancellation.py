@@ -17,8 +17,8 @@ import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
 
 from langchain_gemini_pool import ChatGeminiPool, DiskState, ManualClock, QuotaLimits
+from langchain_gemini_pool._pool_request import estimate_tokens
 from langchain_gemini_pool._quota import WINDOW_MARGIN_S
-from langchain_gemini_pool.chat_models import _estimate_tokens
 from langchain_gemini_pool.testing import FakeGeminiServer, Faults
 
 from .conftest import KEYS
@@ -172,7 +172,7 @@ def test_a_stream_corrects_its_estimated_tokens(
     pool = make_pool(server, api_keys=ONE, clock=clock, limits=QuotaLimits(tpm=1000))
     list(pool.stream(MANY_SHORT))
     used = server.stats()["total"]["prompt_tokens"]
-    assert used != _estimate_tokens(MANY_SHORT)  # else the test could not tell
+    assert used != estimate_tokens(MANY_SHORT)  # else the test could not tell
     assert row(pool)["room"]["tpm"] == 1000 - used
 
 
@@ -184,7 +184,7 @@ async def test_an_astream_corrects_its_estimated_tokens(
     async for _ in pool.astream(MANY_SHORT):
         pass
     used = server.stats()["total"]["prompt_tokens"]
-    assert used != _estimate_tokens(MANY_SHORT)
+    assert used != estimate_tokens(MANY_SHORT)
     assert row(pool)["room"]["tpm"] == 1000 - used
 
 
