@@ -10,10 +10,9 @@ chunks of a stream, or the one result of a call.
 The ops:
 
 - ``Io``: a call that may reach the state backend or the ledger. Async runs it in a
-  thread when ``blocking``, so the event loop never waits on a disk or on Redis.
-- ``Detached``: the same, for giving a key back while the request is being torn down
-  (cancelled, interrupted, abandoned). Async does not wait for it: a cancelled task must
-  not be held up by the backend.
+  thread when ``blocking``, so the event loop never waits on a disk or on Redis. One with
+  ``wait=False`` gives a key back while the request is torn down (cancelled, interrupted,
+  abandoned): async does not wait for it, as a cancelled task must not be held up.
 - ``Sleep``: wait on the pool's clock.
 - ``Send``: make one attempt on a member (the entry point's own call).
 - ``Pull``: the next chunk of a stream, or None at its end.
@@ -40,13 +39,7 @@ class Io:
     fn: Callable[..., Any]
     args: tuple[Any, ...] = ()
     blocking: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Detached:
-    fn: Callable[..., Any]
-    args: tuple[Any, ...] = ()
-    blocking: bool = False
+    wait: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +73,7 @@ class Abandoned(BaseException):
     steps before they could give their key back."""
 
 
-Op = Union[Io, Detached, Sleep, Send, Pull, Emit, Close]  # noqa: UP007 (a runtime alias)
+Op = Union[Io, Sleep, Send, Pull, Emit, Close]  # noqa: UP007 (a runtime alias)
 Steps = Generator[Op, Any, None]
 
 
@@ -99,7 +92,7 @@ def drive(steps: Steps, call: Callable[[Any], Any], clock: Clock) -> Iterator[An
         try:
             if isinstance(op, Emit):
                 yield op.value
-            elif isinstance(op, (Io, Detached)):
+            elif isinstance(op, Io):
                 value = op.fn(*op.args)
             elif isinstance(op, Send):
                 value = call(op.member)
@@ -132,9 +125,11 @@ async def adrive(
         try:
             if isinstance(op, Emit):
                 yield op.value
+            elif isinstance(op, Io) and not op.blocking:
+                value = op.fn(*op.args)
+            elif isinstance(op, Io) and op.wait:
+                value = await asyncio.to_thread(op.fn, *op.args)
             elif isinstance(op, Io):
-                value = await asyncio.to_thread(op.fn, *op.args) if op.blocking else op.fn(*op.args)
-            elif isinstance(op, Detached):
                 _detach(op)
             elif isinstance(op, Send):
                 value = await call(op.member)
@@ -146,11 +141,8 @@ async def adrive(
             error = Abandoned() if isinstance(exc, GeneratorExit) else exc
 
 
-def _detach(op: Detached) -> None:
-    """Run ``op`` without waiting for it: in a thread when it blocks, else now."""
-    if not op.blocking:
-        op.fn(*op.args)
-        return
+def _detach(op: Io) -> None:
+    """Run ``op`` in a thread without waiting for it."""
     future = asyncio.get_running_loop().run_in_executor(None, op.fn, *op.args)
     future.add_done_callback(_log_failure)
 

@@ -15,7 +15,7 @@ from google.genai.types import GenerateContentConfig
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatResult
 
-from langchain_gemini_pool._driver import Close, Detached, Emit, Io, Op, Pull, Send, Sleep, Steps
+from langchain_gemini_pool._driver import Close, Emit, Io, Op, Pull, Send, Sleep, Steps
 from langchain_gemini_pool._failover import RequestPlan
 from langchain_gemini_pool._ladder import (
     LadderPick,
@@ -85,16 +85,9 @@ class PoolRequest(PoolParts):
     def _plan(self, messages: Sequence[BaseMessage] | None, reserve: bool = True) -> RequestPlan:
         tokens = estimate_tokens(messages) if messages and self.limits is not None else 0
         keys = self._scheduler.size
-        if isinstance(self._scheduler, LadderScheduler):
-            return LadderPlan(
-                self._scheduler,
-                self._clock.now,
-                max_attempts=self._attempts_allowed(keys),
-                max_wait=self.max_wait,
-                tokens=tokens,
-                reserve=reserve,
-            )
-        return RequestPlan(
+        ladder = isinstance(self._scheduler, LadderScheduler)
+        kind: type[RequestPlan] = LadderPlan if ladder else RequestPlan
+        return kind(
             self._scheduler,
             self._clock.now,
             max_attempts=self._attempts_allowed(keys),
@@ -219,7 +212,7 @@ class PoolRequest(PoolParts):
             raise
         finally:
             if plan is not None and plan.booked:  # a slot booked and never used: give it back
-                yield Detached(plan.close, (), io)
+                yield Io(plan.close, (), io, wait=False)
         if kind == "stream":
             yield from self._stream_steps(plan, step, reply, user)
         else:
@@ -237,7 +230,7 @@ class PoolRequest(PoolParts):
             try:
                 member = self._rotated(step)
             except BaseException:  # nothing was sent: give the slot back whole
-                yield Detached(functools.partial(plan.cancelled, step, sent=False), (), io)
+                yield Io(functools.partial(plan.cancelled, step, sent=False), (), io, wait=False)
                 raise
             try:
                 reply = yield Send(member)
@@ -248,7 +241,7 @@ class PoolRequest(PoolParts):
                     raise
                 continue
             except BaseException:  # cancelled or interrupted mid-call: no outcome
-                yield Detached(plan.cancelled, (step,), io)
+                yield Io(plan.cancelled, (step,), io, wait=False)
                 raise
             return step, reply
 
@@ -266,7 +259,7 @@ class PoolRequest(PoolParts):
             yield Io(self._record, (user, None, exc), ledger)
             raise
         except BaseException:  # abandoned (GeneratorExit), cancelled or interrupted
-            yield Detached(tally.abandoned, (), io)
+            yield Io(tally.abandoned, (), io, wait=False)
             yield Close(chunks)  # a generator: let go of its connection
             raise
         last, summary = yield Io(tally.done, (), io)
