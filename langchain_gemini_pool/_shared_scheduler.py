@@ -23,7 +23,7 @@ from typing import Any
 
 from langchain_gemini_pool._errors import Failure, FailureKind
 from langchain_gemini_pool._quota import QuotaLimits
-from langchain_gemini_pool._scheduler import (
+from langchain_gemini_pool._scheduler_types import (
     LimitsArg,
     NoKeys,
     Pick,
