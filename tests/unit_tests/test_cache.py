@@ -666,7 +666,7 @@ async def test_serves_a_chat_model_globally_async(tmp_path: Path) -> None:
 def test_fast_revival_matches_load_and_keeps_user_dicts_plain() -> None:
     from langchain_core.load import dumps, load
 
-    from langchain_gemini_pool._cache import _ALLOWED_OBJECTS, load_generations
+    from langchain_gemini_pool._cache_codec import _ALLOWED_OBJECTS, load_generations
 
     lookalike = {"lc": 1, "type": "constructor", "id": ["os", "system"], "kwargs": {}}
     value = [
@@ -686,7 +686,7 @@ def test_revival_refuses_classes_outside_the_allowlist() -> None:
     from langchain_core.load import dumps
     from langchain_core.prompts import PromptTemplate
 
-    from langchain_gemini_pool._cache import load_generations
+    from langchain_gemini_pool._cache_codec import load_generations
 
     with pytest.raises(ValueError, match="not allowed"):
         load_generations(dumps([PromptTemplate.from_template("{x}")]))
