@@ -18,6 +18,7 @@ import diskcache
 import platformdirs
 
 from langchain_gemini_pool._clock import Clock
+from langchain_gemini_pool._log_throttle import throttled_level
 
 logger = logging.getLogger("langchain_gemini_pool")
 
@@ -29,7 +30,6 @@ EvictionPolicy = Literal[
 ]
 
 _REOPEN_EVERY = 5.0  # seconds between attempts to reopen a cache that failed to open
-_WARN_EVERY = 60.0  # seconds between repeated warnings of the same kind
 
 # Failures of the storage layer that mean "no entry" or "write skipped".
 STORAGE_ERRORS = (diskcache.Timeout, sqlite3.Error, OSError)
@@ -160,11 +160,5 @@ class StoreKeeper:
 
     def _warn_locked(self, kind: str, message: str, *args: object) -> None:
         """Log a WARNING, at most once a minute per kind (DEBUG in between)."""
-        now = self._clock.now()
-        last = self._warned_at.get(kind)
-        level = logging.WARNING
-        if last is not None and now - last < _WARN_EVERY:
-            level = logging.DEBUG
-        else:
-            self._warned_at[kind] = now
+        level = throttled_level(self._warned_at, kind, self._clock.now())
         logger.log(level, "GeminiDiskCache: " + message, *args)
