@@ -7,7 +7,7 @@ Shared by the in-process ``Scheduler`` and the ``SharedScheduler``; no logic wit
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, Literal
 
 from langchain_gemini_pool._clock import next_pacific_midnight
@@ -33,21 +33,29 @@ def rate_limit_cooldown_s(failure: Failure, default_s: float, now: float) -> tup
 
 
 @dataclass
-class KeyState:
-    """What the scheduler knows of one key."""
+class KeyRecord:
+    """One key as both schedulers keep it: who it is, and this process's counts of its use."""
 
     index: int
     project: str
     fingerprint: str
-    cooling_until: float = 0.0
-    cool_reason: str | None = None
-    invalid_reason: str | None = None
+    """Masked (``…`` + last 4), for people."""
+    _: KW_ONLY
     removed: bool = False
     requests: int = 0
     successes: int = 0
     rate_limited: int = 0
     errors: int = 0
     in_flight: int = 0
+
+
+@dataclass
+class KeyState(KeyRecord):
+    """What the scheduler knows of one key."""
+
+    cooling_until: float = 0.0
+    cool_reason: str | None = None
+    invalid_reason: str | None = None
 
 
 @dataclass
@@ -95,7 +103,7 @@ class NoKeys:
 
 
 def status_row(
-    key: Any,
+    key: KeyRecord,
     now: float,
     *,
     quarantine: str | None,
