@@ -51,14 +51,19 @@ __all__ = [  # what other modules import from here, wherever it now lives
 logger = logging.getLogger("langchain_gemini_pool")
 
 
+def _positive_seconds(value: object) -> bool:
+    """Whether ``value`` is a finite number of seconds above 0 (a bool is not a number here)."""
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, (int, float))
+        and math.isfinite(value)
+        and value > 0
+    )
+
+
 def _check_settings(ttl: float | None, size_limit: int, timeout: float) -> None:
     """Raise a clear error for a setting that cannot work."""
-    if ttl is not None and (
-        isinstance(ttl, bool)
-        or not isinstance(ttl, (int, float))
-        or not math.isfinite(ttl)
-        or ttl <= 0
-    ):
+    if ttl is not None and not _positive_seconds(ttl):
         raise ValueError(
             f"ttl must be a positive number of seconds, or None for no expiry; got {ttl!r}."
         )
@@ -67,12 +72,7 @@ def _check_settings(ttl: float | None, size_limit: int, timeout: float) -> None:
             f"size_limit must be a positive number of bytes (e.g. 2**30 for 1 GiB); "
             f"got {size_limit!r}."
         )
-    if (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, (int, float))
-        or not math.isfinite(timeout)
-        or timeout <= 0
-    ):
+    if not _positive_seconds(timeout):
         raise ValueError(
             f"timeout must be a positive number of seconds to wait for the disk lock; "
             f"got {timeout!r}."

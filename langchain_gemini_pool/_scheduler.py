@@ -135,7 +135,10 @@ class Scheduler(Chooser):
 
     def _cool_project(self, key: KeyState, failure: Failure, now: float) -> None:
         delay, reason = rate_limit_cooldown_s(failure, self.default_cooldown_s, now)
-        until = now + delay
+        self._cool_with_project(key, now + delay, reason)
+
+    def _cool_with_project(self, key: KeyState, until: float, reason: str) -> None:
+        """Cool ``key`` and its project until ``until`` (never shortening a cooldown)."""
         self._cool(key, until, reason)
         project = self._projects[key.project]
         if until > project.cooling_until:
@@ -174,11 +177,7 @@ class Scheduler(Chooser):
     def cool_project(self, index: int, until: float, reason: str) -> None:
         """Cool key ``index`` and its project until ``until`` (never shortening a cooldown)."""
         with self._lock:
-            key = self._keys[index]
-            self._cool(key, until, reason)
-            project = self._projects[key.project]
-            if until > project.cooling_until:
-                project.cooling_until, project.cool_reason = until, reason
+            self._cool_with_project(self._keys[index], until, reason)
 
     def reset(self, index: int) -> None:
         """Lift a quarantine or cooldown of one key (and its project's cooldown)."""
