@@ -29,15 +29,21 @@ declare -A TESTS=(
   [_errors]="tests/unit_tests/test_errors.py tests/unit_tests/test_errors_edges.py tests/unit_tests/test_google_errors.py"
   [_quota]="tests/unit_tests/test_quota_window.py tests/unit_tests/test_quota_booking.py tests/unit_tests/test_scheduler.py"
   [_scheduler]="tests/unit_tests/test_scheduler_edges.py tests/unit_tests/test_scheduler.py tests/unit_tests/test_quota_booking.py"
+  [_scheduler_types]="tests/unit_tests/test_scheduler_edges.py tests/unit_tests/test_scheduler.py tests/unit_tests/test_cooldown_floor.py"
+  [_scheduler_keys]="tests/unit_tests/test_scheduler_edges.py tests/unit_tests/test_scheduler.py"
+  [_scheduler_choose]="tests/unit_tests/test_scheduler_edges.py tests/unit_tests/test_scheduler.py tests/unit_tests/test_quota_booking.py"
   [_failover]="tests/unit_tests/test_scheduler.py tests/integration_tests/test_pool_failover.py"
   [_cache]="tests/unit_tests/test_cache.py"
+  [_cache_codec]="tests/unit_tests/test_cache.py"
+  [_cache_store]="tests/unit_tests/test_cache.py"
   [_usage_handler]="tests/unit_tests/test_usage.py"
   [_usage_ledger]="tests/unit_tests/test_usage_ledger.py tests/unit_tests/test_usage.py"
   [_usage_limits]="tests/unit_tests/test_usage_limits_edges.py tests/unit_tests/test_usage_ledger.py tests/unit_tests/test_usage.py"
   [_usage_prices]="tests/unit_tests/test_usage_prices_edges.py tests/unit_tests/test_usage.py"
   [_usage_record]="tests/unit_tests/test_usage.py tests/unit_tests/test_usage_ledger.py"
 )
-ORDER=(_errors _quota _scheduler _failover _cache _usage_handler _usage_ledger _usage_limits _usage_prices _usage_record)
+ORDER=(_errors _quota _scheduler _scheduler_types _scheduler_keys _scheduler_choose _failover
+       _cache _cache_codec _cache_store _usage_handler _usage_ledger _usage_limits _usage_prices _usage_record)
 
 modules=("$@")
 [ ${#modules[@]} -eq 0 ] && modules=("${ORDER[@]}")

@@ -10,122 +10,60 @@ A cache must never break a model call: once the cache is open, a lock timeout, a
 entry, a full disk or a read-only directory is a miss (or a skipped write) and a WARNING on
 the ``langchain_gemini_pool`` logger. Only a directory that cannot be created at all is an
 error, raised at construction, because that is a setting to fix, not a passing condition.
+
+The parts: ``_cache_codec`` (entry keys, text in and out), ``_cache_store`` (the diskcache
+store and its recovery); here, the LangChain ``BaseCache`` face.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 import math
 import os
 import pickle
-import sqlite3
-import threading
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import diskcache
-import platformdirs
 from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
-from langchain_core.load import dumps, load
-from langchain_core.messages import (
-    AIMessage,
-    AIMessageChunk,
-    HumanMessage,
-    HumanMessageChunk,
-    SystemMessage,
-    SystemMessageChunk,
-    ToolMessage,
-    ToolMessageChunk,
-)
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, Generation, GenerationChunk
+from langchain_core.outputs import Generation
 
+from langchain_gemini_pool._cache_codec import dump_generations, entry_key, load_generations
+from langchain_gemini_pool._cache_store import (
+    ENV_CACHE_DIR,
+    STORAGE_ERRORS,
+    EvictionPolicy,
+    StoreKeeper,
+    default_cache_directory,
+)
 from langchain_gemini_pool._clock import Clock, SystemClock
+
+__all__ = [  # what other modules import from here, wherever it now lives
+    "ENV_CACHE_DIR",
+    "EvictionPolicy",
+    "GeminiDiskCache",
+    "default_cache_directory",
+    "entry_key",
+    "load_generations",
+]
 
 logger = logging.getLogger("langchain_gemini_pool")
 
-ENV_CACHE_DIR = "GEMINI_POOL_CACHE_DIR"
-"""Environment variable that overrides the default cache directory."""
 
-EvictionPolicy = Literal[
-    "least-recently-stored", "least-recently-used", "least-frequently-used", "none"
-]
-
-_KEY_VERSION = b"gemini-pool-cache-v1\x00"
-_REOPEN_EVERY = 5.0  # seconds between attempts to reopen a cache that failed to open
-_WARN_EVERY = 60.0  # seconds between repeated warnings of the same kind
-
-# What a cached value may revive into: generations and the messages they carry, nothing
-# that could take a base_url or run logic when built.
-_ALLOWED_OBJECTS: list[Any] = [
-    Generation,
-    GenerationChunk,
-    ChatGeneration,
-    ChatGenerationChunk,
-    AIMessage,
-    AIMessageChunk,
-    HumanMessage,
-    HumanMessageChunk,
-    SystemMessage,
-    SystemMessageChunk,
-    ToolMessage,
-    ToolMessageChunk,
-]
-
-# Failures of the storage layer that mean "no entry" or "write skipped".
-_STORAGE_ERRORS = (diskcache.Timeout, sqlite3.Error, OSError)
-
-
-class _TextOnlyDisk(diskcache.Disk):  # type: ignore[misc]  # diskcache is untyped
-    """A diskcache ``Disk`` that stores only text and refuses to pickle or unpickle."""
-
-    def store(self, value: Any, read: bool, key: Any = diskcache.core.UNKNOWN) -> Any:
-        if not isinstance(value, str):
-            raise TypeError(f"GeminiDiskCache stores text only, not {type(value).__name__}.")
-        return super().store(value, read, key=key)
-
-    def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
-        if mode == diskcache.core.MODE_PICKLE:
-            raise ValueError("refusing to unpickle a cache entry (not written by this cache)")
-        return super().fetch(mode, filename, value, read)
-
-
-def default_cache_directory() -> Path:
-    """The directory used when none is given.
-
-    ``$GEMINI_POOL_CACHE_DIR`` if set and not empty, else the platform's user cache
-    directory (``platformdirs``) for ``langchain-gemini-pool``, plus ``responses``.
-    """
-    from_env = os.environ.get(ENV_CACHE_DIR, "").strip()
-    if from_env:
-        return Path(from_env).expanduser()
-    return Path(platformdirs.user_cache_dir("langchain-gemini-pool")) / "responses"
-
-
-def entry_key(prompt: str, llm_string: str) -> str:
-    """The cache key of one (prompt, llm_string) pair: a sha256 hex digest.
-
-    Length-prefixed so that no two different pairs hash the same input.
-    """
-    digest = hashlib.sha256(_KEY_VERSION)
-    encoded_prompt = prompt.encode("utf-8", "surrogatepass")
-    digest.update(b"%d\x00" % len(encoded_prompt))
-    digest.update(encoded_prompt)
-    digest.update(llm_string.encode("utf-8", "surrogatepass"))
-    return digest.hexdigest()
+def _positive_seconds(value: object) -> bool:
+    """Whether ``value`` is a finite number of seconds above 0 (a bool is not a number here)."""
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, (int, float))
+        and math.isfinite(value)
+        and value > 0
+    )
 
 
 def _check_settings(ttl: float | None, size_limit: int, timeout: float) -> None:
     """Raise a clear error for a setting that cannot work."""
-    if ttl is not None and (
-        isinstance(ttl, bool)
-        or not isinstance(ttl, (int, float))
-        or not math.isfinite(ttl)
-        or ttl <= 0
-    ):
+    if ttl is not None and not _positive_seconds(ttl):
         raise ValueError(
             f"ttl must be a positive number of seconds, or None for no expiry; got {ttl!r}."
         )
@@ -134,19 +72,14 @@ def _check_settings(ttl: float | None, size_limit: int, timeout: float) -> None:
             f"size_limit must be a positive number of bytes (e.g. 2**30 for 1 GiB); "
             f"got {size_limit!r}."
         )
-    if (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, (int, float))
-        or not math.isfinite(timeout)
-        or timeout <= 0
-    ):
+    if not _positive_seconds(timeout):
         raise ValueError(
             f"timeout must be a positive number of seconds to wait for the disk lock; "
             f"got {timeout!r}."
         )
 
 
-class GeminiDiskCache(BaseCache):
+class GeminiDiskCache(StoreKeeper, BaseCache):
     """A disk cache of model responses, for any LangChain chat model or LLM.
 
     Use it as ``ChatGeminiPool(cache=GeminiDiskCache())``, as any chat model's ``cache=``,
@@ -197,107 +130,16 @@ class GeminiDiskCache(BaseCache):
                 f"{exc.strerror or exc}. Pass directory= a writable folder, set "
                 f"{ENV_CACHE_DIR}, or give the model cache=False to run without a disk cache."
             ) from exc
-        self._directory = path.resolve()
         self._ttl = None if ttl is None else float(ttl)
-        self._size_limit = size_limit
-        self._timeout = float(timeout)
-        self._eviction_policy: EvictionPolicy = eviction_policy
-        self._clock: Clock = clock if clock is not None else SystemClock()
-        self._lock = threading.Lock()
         self._hits = 0
         self._misses = 0
-        self._errors = 0
-        self._warned_at: dict[str, float] = {}
-        self._store: diskcache.Cache | None = None
-        self._next_open = 0.0
-        self._open()
-
-    # -- opening -------------------------------------------------------------------------
-
-    def _open(self) -> diskcache.Cache | None:
-        """The open diskcache, opening it now if needed; ``None`` while it cannot open."""
-        store = self._store
-        if store is not None:
-            return store
-        with self._lock:
-            if self._store is not None:
-                return self._store
-            now = self._clock.now()
-            if now < self._next_open:
-                return None
-            try:
-                self._store = diskcache.Cache(
-                    str(self._directory),
-                    timeout=self._timeout,
-                    disk=_TextOnlyDisk,
-                    size_limit=self._size_limit,
-                    eviction_policy=self._eviction_policy,
-                    statistics=False,
-                )
-            except _STORAGE_ERRORS as exc:
-                self._next_open = now + _REOPEN_EVERY
-                self._errors += 1
-                self._warn_locked(
-                    "open",
-                    "cache directory %s cannot be opened (%s: %s); caching is off until it "
-                    "can be (retried every %.0f s). %s",
-                    self._directory,
-                    type(exc).__name__,
-                    str(exc),
-                    _REOPEN_EVERY,
-                    self._remedy(),
-                )
-                return None
-            return self._store
-
-    def _remedy(self) -> str:
-        where = str(self._directory)
-        return (
-            f"To recover, make the directory writable, or move it aside (e.g. mv {where!r} "
-            f"{where + '.broken'!r}): a new cache starts there, and only cached answers are lost."
+        super().__init__(
+            path.resolve(),
+            size_limit,
+            float(timeout),
+            eviction_policy,
+            clock if clock is not None else SystemClock(),
         )
-
-    def _failed(self, kind: str, message: str, exc: BaseException) -> None:
-        """A storage failure of an open cache. A database error (corrupt, read-only) turns
-        caching off, to be reopened later; a lock timeout or a file error is passing."""
-        args = (type(exc).__name__, str(exc))
-        if not isinstance(exc, sqlite3.DatabaseError):
-            self._warn(kind, message + " (%s: %s)", *args)
-            return
-        with self._lock:
-            store, self._store = self._store, None
-            self._next_open = self._clock.now() + _REOPEN_EVERY
-            self._errors += 1
-            self._warn_locked(
-                kind,
-                message + " (%s: %s); caching is off until %s can be reopened (retried every "
-                "%.0f s). %s",
-                *args,
-                self._directory,
-                _REOPEN_EVERY,
-                self._remedy(),
-            )
-        if store is not None:
-            try:
-                store.close()
-            except _STORAGE_ERRORS:
-                logger.debug("GeminiDiskCache: closing a failed store failed", exc_info=True)
-
-    def _warn(self, kind: str, message: str, *args: object) -> None:
-        with self._lock:
-            self._errors += 1
-            self._warn_locked(kind, message, *args)
-
-    def _warn_locked(self, kind: str, message: str, *args: object) -> None:
-        """Log a WARNING, at most once a minute per kind (DEBUG in between)."""
-        now = self._clock.now()
-        last = self._warned_at.get(kind)
-        level = logging.WARNING
-        if last is not None and now - last < _WARN_EVERY:
-            level = logging.DEBUG
-        else:
-            self._warned_at[kind] = now
-        logger.log(level, "GeminiDiskCache: " + message, *args)
 
     # -- reading -------------------------------------------------------------------------
 
@@ -308,7 +150,7 @@ class GeminiDiskCache(BaseCache):
         key = entry_key(prompt, llm_string)
         try:
             text, expires_at = store.get(key, default=None, tag=True)
-        except _STORAGE_ERRORS as exc:
+        except STORAGE_ERRORS as exc:
             self._failed("read", "lookup failed, treated as a miss", exc)
             return None
         except ValueError as exc:  # undecodable value file, or a pickle row refused
@@ -337,7 +179,7 @@ class GeminiDiskCache(BaseCache):
     def _delete(self, store: diskcache.Cache, key: str) -> None:
         try:
             store.delete(key)
-        except _STORAGE_ERRORS as exc:
+        except STORAGE_ERRORS as exc:
             logger.debug("GeminiDiskCache: could not delete a bad entry (%s)", str(exc))
 
     def lookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
@@ -385,14 +227,14 @@ class GeminiDiskCache(BaseCache):
         if store is None:
             return
         try:
-            text = dumps(list(return_val))
+            text = dump_generations(return_val)
         except Exception as exc:  # a value that cannot be serialised is simply not cached
             self._warn("encode", "response not cached (%s: %s)", type(exc).__name__, str(exc))
             return
         expires_at = None if self._ttl is None else self._clock.now() + self._ttl
         try:
             store.set(entry_key(prompt, llm_string), text, expire=self._ttl, tag=expires_at)
-        except _STORAGE_ERRORS as exc:
+        except STORAGE_ERRORS as exc:
             self._failed("write", "response not cached", exc)
 
     def clear(self, **kwargs: Any) -> None:
@@ -405,7 +247,7 @@ class GeminiDiskCache(BaseCache):
             return
         try:
             store.clear()
-        except _STORAGE_ERRORS as exc:
+        except STORAGE_ERRORS as exc:
             self._failed("clear", "clear failed", exc)
 
     # -- async ---------------------------------------------------------------------------
@@ -451,7 +293,7 @@ class GeminiDiskCache(BaseCache):
             try:
                 entries = len(store)
                 size = int(store.volume())
-            except _STORAGE_ERRORS as exc:
+            except STORAGE_ERRORS as exc:
                 self._failed("stats", "stats unavailable", exc)
         return {**counts, "entries": entries, "bytes": size}
 
@@ -492,60 +334,3 @@ class GeminiDiskCache(BaseCache):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(**state)  # type: ignore[misc]
-
-
-def load_generations(text: str) -> list[Generation]:
-    """Revive the generations stored by ``GeminiDiskCache``.
-
-    Only generation and message classes may be revived; a field that was not
-    serialisable when stored comes back as ``None``.
-
-    Raises:
-        ValueError: The text is not a stored list of generations.
-    """
-    revived = _revive(json.loads(text))
-    if not isinstance(revived, list) or not all(isinstance(g, Generation) for g in revived):
-        raise ValueError("entry is not a list of generations")
-    return revived
-
-
-def _revive_with_load(obj: Any) -> Any:
-    return load(obj, allowed_objects=_ALLOWED_OBJECTS, ignore_unserializable_fields=True)
-
-
-def _make_reviver() -> Callable[[Any], Any]:
-    """``langchain_core.load.load`` with its allowlist computed once, not on every call.
-
-    ``load`` builds a ``Reviver`` per call, and turning an explicit class list into class
-    paths scans every serialisation mapping (about 20 µs per class): most of a lookup.
-    This walks the JSON exactly as ``load`` does (escaped user dicts stay plain dicts)
-    with one ``Reviver``. If a langchain-core release moves the helpers it needs, it falls
-    back to ``load`` itself; a test checks both agree.
-    """
-    try:
-        from langchain_core.load._validation import _is_escaped_dict, _unescape_value
-        from langchain_core.load.load import Reviver, default_init_validator
-    except ImportError:  # pragma: no cover - depends on the langchain-core release
-        return _revive_with_load
-    reviver = Reviver(
-        _ALLOWED_OBJECTS,
-        ignore_unserializable_fields=True,
-        init_validator=default_init_validator,
-    )
-
-    def revive(obj: Any, depth: int = 0) -> Any:
-        if depth > _MAX_DEPTH:
-            raise ValueError(f"entry nested more than {_MAX_DEPTH} levels deep")
-        if isinstance(obj, dict):
-            if _is_escaped_dict(obj):
-                return _unescape_value(obj)
-            return reviver({k: revive(v, depth + 1) for k, v in obj.items()})
-        if isinstance(obj, list):
-            return [revive(item, depth + 1) for item in obj]
-        return obj
-
-    return revive
-
-
-_MAX_DEPTH = 200
-_revive = _make_reviver()

@@ -30,6 +30,7 @@ from typing import Any, Protocol
 import diskcache
 
 from langchain_gemini_pool._clock import Clock
+from langchain_gemini_pool._log_throttle import throttled_level
 from langchain_gemini_pool._usage_record import UsageTotals
 
 __all__ = ["RETRY_S", "DiskStore", "MemoryStore", "Store"]
@@ -38,7 +39,6 @@ logger = logging.getLogger("langchain_gemini_pool")
 
 RETRY_S = 5.0
 """Seconds between attempts to reopen (or write to) a directory that failed."""
-_WARN_EVERY_S = 60.0
 _LOCK_TIMEOUT_S = 5.0  # wait this long for another process's write before keeping it in memory
 _STORAGE_ERRORS = (sqlite3.Error, OSError, diskcache.Timeout)
 
@@ -174,13 +174,7 @@ class DiskStore:
             f"The usage ledger at {str(self.directory)!r} {what} "
             f"({type(exc).__name__}: {exc}). {self._remedy()}{note}"
         )
-        now = self._clock.now()
-        last = self._warned_at.get(kind)
-        level = logging.WARNING
-        if last is not None and now - last < _WARN_EVERY_S:
-            level = logging.DEBUG
-        else:
-            self._warned_at[kind] = now
+        level = throttled_level(self._warned_at, kind, self._clock.now())
         logger.log(level, "UsageLedger: %s", self._problem)
 
     def _ensure_open(self, now: float) -> None:

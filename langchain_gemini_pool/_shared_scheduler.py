@@ -23,7 +23,8 @@ from typing import Any
 
 from langchain_gemini_pool._errors import Failure, FailureKind
 from langchain_gemini_pool._quota import QuotaLimits
-from langchain_gemini_pool._scheduler import (
+from langchain_gemini_pool._scheduler_types import (
+    KeyRecord,
     LimitsArg,
     NoKeys,
     Pick,
@@ -49,20 +50,10 @@ LOCAL_COUNTERS = ("requests", "successes", "rate_limited", "errors")
 
 
 @dataclass
-class _Key:
-    index: int
-    project: str
-    fingerprint: str
-    """Masked (``…`` + last 4), for people."""
+class _Key(KeyRecord):
     shared_id: str
     """The backend's keyed hash of the key text, for the backend."""
     priority: int
-    removed: bool = False
-    requests: int = 0
-    successes: int = 0
-    rate_limited: int = 0
-    errors: int = 0
-    in_flight: int = 0
 
 
 class SharedScheduler:

@@ -232,9 +232,15 @@ def test_size_limit_evicts_the_oldest_entries(tmp_path: Path) -> None:
         ({"ttl": -5}, "ttl must be a positive"),
         ({"ttl": float("nan")}, "ttl must be a positive"),
         ({"ttl": "60"}, "ttl must be a positive"),
+        ({"ttl": True}, "ttl must be a positive"),
+        ({"ttl": float("inf")}, "ttl must be a positive"),
         ({"size_limit": 0}, "size_limit must be a positive"),
         ({"size_limit": 1.5}, "size_limit must be a positive"),
+        ({"size_limit": True}, "size_limit must be a positive"),
         ({"timeout": 0}, "timeout must be a positive"),
+        ({"timeout": True}, "timeout must be a positive"),
+        ({"timeout": float("inf")}, "timeout must be a positive"),
+        ({"timeout": "1"}, "timeout must be a positive"),
         ({"eviction_policy": "random"}, "eviction_policy must be one of"),
     ],
 )
@@ -666,7 +672,7 @@ async def test_serves_a_chat_model_globally_async(tmp_path: Path) -> None:
 def test_fast_revival_matches_load_and_keeps_user_dicts_plain() -> None:
     from langchain_core.load import dumps, load
 
-    from langchain_gemini_pool._cache import _ALLOWED_OBJECTS, load_generations
+    from langchain_gemini_pool._cache_codec import _ALLOWED_OBJECTS, load_generations
 
     lookalike = {"lc": 1, "type": "constructor", "id": ["os", "system"], "kwargs": {}}
     value = [
@@ -686,7 +692,7 @@ def test_revival_refuses_classes_outside_the_allowlist() -> None:
     from langchain_core.load import dumps
     from langchain_core.prompts import PromptTemplate
 
-    from langchain_gemini_pool._cache import load_generations
+    from langchain_gemini_pool._cache_codec import load_generations
 
     with pytest.raises(ValueError, match="not allowed"):
         load_generations(dumps([PromptTemplate.from_template("{x}")]))

@@ -13,7 +13,8 @@ from pydantic import SecretStr
 from langchain_gemini_pool import InMemoryState, ManualClock
 from langchain_gemini_pool._errors import Failure, FailureKind
 from langchain_gemini_pool._keys import KeyEntry
-from langchain_gemini_pool._scheduler import MIN_RATE_LIMIT_COOLDOWN_S, Pick, Scheduler, Wait
+from langchain_gemini_pool._scheduler import Pick, Scheduler, Wait
+from langchain_gemini_pool._scheduler_types import MIN_RATE_LIMIT_COOLDOWN_S
 from langchain_gemini_pool._shared_scheduler import SharedScheduler
 
 T = 1_781_118_000.0
