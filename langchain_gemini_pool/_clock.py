@@ -117,6 +117,22 @@ def next_pacific_midnight(now: float) -> float:
     return midnight.timestamp()
 
 
+_day_seen: tuple[float, float, str] = (0.0, 0.0, "")
+"""The last Pacific day asked for: its start, its end (epoch seconds) and its name."""
+
+
 def pacific_day(now: float) -> str:
-    """The date in America/Los_Angeles at ``now``, as ``YYYY-MM-DD`` (a per-day quota's bucket)."""
-    return datetime.fromtimestamp(now, PACIFIC).date().isoformat()
+    """The date in America/Los_Angeles at ``now``, as ``YYYY-MM-DD`` (a per-day quota's bucket).
+
+    Asked several times per request: the day last asked for is kept with its bounds, so
+    the time-zone arithmetic runs once a day, not once a call (one tuple: thread-safe).
+    """
+    global _day_seen
+    start, end, day = _day_seen
+    if start <= now < end:
+        return day
+    local = datetime.fromtimestamp(now, PACIFIC)
+    day = local.date().isoformat()
+    start = datetime(local.year, local.month, local.day, tzinfo=PACIFIC).timestamp()
+    _day_seen = (start, next_pacific_midnight(now), day)
+    return day

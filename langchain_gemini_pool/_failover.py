@@ -64,7 +64,8 @@ class RequestPlan:
         tokens: float = 0.0,
         reserve: bool = True,
     ) -> None:
-        self._scheduler = scheduler
+        self.scheduler = scheduler
+        """The scheduler the plan decides with (the pool's)."""
         self._now = now
         self._max_attempts = max_attempts
         # the windows' own safety margin is not the caller's wait: a burst one over a full
@@ -98,7 +99,7 @@ class RequestPlan:
                 return booked.at - now
             self._booked = None
             return booked
-        decision = self._scheduler.choose(
+        decision = self.scheduler.choose(
             now, self._tokens, self._tried, self._reserve, book_until=self._deadline
         )
         if isinstance(decision, Pick):
@@ -120,7 +121,7 @@ class RequestPlan:
         """Record a failed attempt. Returns seconds to pause before the next try, or None
         when the caller must raise ``exc`` (already tagged with the attempts)."""
         failure: Failure = classify(exc)
-        self._scheduler.on_failure(pick, failure, self._now())
+        self.scheduler.on_failure(pick, failure, self._now())
         self._record(pick, failure.kind.value)
         self._tag(exc)
         if failure.kind is FailureKind.BAD_REQUEST or len(self.attempts) >= self._cap:
@@ -144,12 +145,12 @@ class RequestPlan:
     def failed_after_output(self, pick: Pick, exc: BaseException) -> None:
         """An attempt failed after output reached the caller: record it, never retry."""
         failure = classify(exc)
-        self._scheduler.on_failure(pick, failure, self._now())
+        self.scheduler.on_failure(pick, failure, self._now())
         self._record(pick, failure.kind.value)
         self._tag(exc)
 
     def succeeded(self, pick: Pick, prompt_tokens: float | None) -> None:
-        self._scheduler.on_success(pick, prompt_tokens)
+        self.scheduler.on_success(pick, prompt_tokens)
         self._record(pick, "ok")
 
     def cancelled(
@@ -159,7 +160,7 @@ class RequestPlan:
         stream the caller stopped reading. Its key is given back; its window slot too when
         the request was never ``sent``. ``prompt_tokens``, if the server reported them before
         the end, correct the estimate of a sent request."""
-        self._scheduler.release(pick, sent=sent, prompt_tokens=prompt_tokens)
+        self.scheduler.release(pick, sent=sent, prompt_tokens=prompt_tokens)
 
     @property
     def booked(self) -> bool:
@@ -169,14 +170,14 @@ class RequestPlan:
     def close(self) -> None:
         """The request is over: a slot it booked and never used is given back in full."""
         if self._booked is not None:
-            self._scheduler.release(self._booked, sent=False)
+            self.scheduler.release(self._booked, sent=False)
             self._booked = None
 
     def _record(self, pick: Pick, outcome: str) -> None:
         self.attempts.append(
             {
                 "key_index": pick.index,
-                "project": self._scheduler.project_of(pick.index),
+                "project": self.scheduler.project_of(pick.index),
                 "outcome": outcome,
             }
         )

@@ -9,12 +9,13 @@ import logging
 import math
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from google.genai.types import GenerateContentConfig
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatResult
 
+from langchain_gemini_pool._clock import Clock
 from langchain_gemini_pool._driver import Close, Emit, Io, Op, Pull, Send, Sleep, Steps
 from langchain_gemini_pool._failover import RequestPlan
 from langchain_gemini_pool._ladder import (
@@ -24,13 +25,16 @@ from langchain_gemini_pool._ladder import (
     adapt_config,
     served_model,
 )
-from langchain_gemini_pool._members import KEY_KWARG, MODEL_KWARG, Member, put_key
+from langchain_gemini_pool._members import KEY_KWARG, MODEL_KWARG, Member, Members, put_key
 from langchain_gemini_pool._pool_parts import PoolParts
-from langchain_gemini_pool._scheduler import Pick
+from langchain_gemini_pool._scheduler import Pick, Scheduler
+from langchain_gemini_pool._shared_scheduler import SharedScheduler
 from langchain_gemini_pool._streams import StreamTally
 from langchain_gemini_pool._usage_limits import check_usage, resolve_limits
 
 logger = logging.getLogger("langchain_gemini_pool")
+
+AnyScheduler = Scheduler | SharedScheduler | LadderScheduler
 
 USER_KW = "_gemini_pool_user"
 POOL_METADATA = ("key_index", "key_fingerprint", "project", "attempts")
@@ -82,15 +86,17 @@ def caller(run_manager: Any, kwargs: dict[str, Any], default: str = DEFAULT_USER
 class PoolRequest(PoolParts):
     """One request's way through the pool, with no I/O of its own (see ``_driver``)."""
 
-    def _plan(self, messages: Sequence[BaseMessage] | None, reserve: bool = True) -> RequestPlan:
+    def _plan(
+        self, sched: AnyScheduler, clock: Clock, messages: Sequence[BaseMessage] | None
+    ) -> RequestPlan:
+        """The plan of one request on the pool's scheduler and clock."""
+        reserve = messages is not None  # counting tokens spends no generate quota
         tokens = estimate_tokens(messages) if messages and self.limits is not None else 0
-        keys = self._scheduler.size
-        ladder = isinstance(self._scheduler, LadderScheduler)
-        kind: type[RequestPlan] = LadderPlan if ladder else RequestPlan
+        kind: type[RequestPlan] = LadderPlan if isinstance(sched, LadderScheduler) else RequestPlan
         return kind(
-            self._scheduler,
-            self._clock.now,
-            max_attempts=self._attempts_allowed(keys),
+            sched,
+            clock.now,
+            max_attempts=self._attempts_allowed(sched.size),
             max_wait=self.max_wait,
             tokens=tokens,
             reserve=reserve,
@@ -110,10 +116,10 @@ class PoolRequest(PoolParts):
         call = CALL.get()
         if call is not None:
             call.sent = True
-        if self.usage_limits is not None and self._ledger is not None:
+        if self.usage_limits is not None and (ledger := self._ledger) is not None:
             limits = resolve_limits(self.usage_limits, user)
             if limits is not None:
-                check_usage(self._ledger, user, limits)
+                check_usage(ledger, user, limits)
 
     def _record(
         self,
@@ -123,10 +129,11 @@ class PoolRequest(PoolParts):
         *,
         cached: bool = False,
     ) -> None:
-        if self._ledger is None:
+        ledger = self._ledger
+        if ledger is None:
             return
         try:
-            self._ledger.record(
+            ledger.record(
                 message=message,
                 error=error,
                 user=user,
@@ -138,6 +145,7 @@ class PoolRequest(PoolParts):
 
     def _stamp(self, message: BaseMessage, pick: Pick, plan: RequestPlan) -> None:
         """Say on the message which key served it, how, and any quota warning it caused."""
+        sched = plan.scheduler
         attempts = list(plan.attempts)
         if (
             not attempts or attempts[-1]["outcome"] != "ok"
@@ -145,7 +153,7 @@ class PoolRequest(PoolParts):
             attempts.append(
                 {
                     "key_index": pick.index,
-                    "project": self._scheduler.project_of(pick.index),
+                    "project": sched.project_of(pick.index),
                     "outcome": "ok",
                     **({"model": pick.model} if isinstance(pick, LadderPick) else {}),
                 }
@@ -154,8 +162,8 @@ class PoolRequest(PoolParts):
             message.response_metadata["fallback_from"] = self.model
         message.response_metadata.update(
             key_index=pick.index,
-            key_fingerprint=self._scheduler.fingerprint_of(pick.index),
-            project=self._scheduler.project_of(pick.index),
+            key_fingerprint=sched.fingerprint_of(pick.index),
+            project=sched.project_of(pick.index),
             attempts=attempts,
         )
         if plan.quota_warnings:
@@ -179,10 +187,10 @@ class PoolRequest(PoolParts):
             put_key(config, key, caller_options)
         return config
 
-    def _rotated(self, pick: Pick) -> Member:
+    def _rotated(self, members: Members, pick: Pick) -> Member:
         logger.debug("Rotated to API key index %d", pick.index)
         model = pick.model if isinstance(pick, LadderPick) and pick.rung else None
-        return self._members.sender(self, pick.index, model)
+        return members.sender(self, pick.index, model)
 
     @staticmethod
     def _user(run_manager: Any, kwargs: dict[str, Any]) -> str:
@@ -194,41 +202,48 @@ class PoolRequest(PoolParts):
     def _steps(self, messages: list[BaseMessage] | None, user: str, kind: str) -> Steps:
         """What one request does, in order, with no I/O of its own (see ``_driver``):
         ``kind`` is "call" (one result), "stream" (its chunks) or "count" (tokens)."""
-        io, ledger = self._scheduler.blocking, self._ledger is not None
+        # pydantic finds a private attribute by a slow path (about 1.5 us a lookup): one read
+        private = cast("dict[str, Any]", self.__pydantic_private__)
+        sched, clock, members = private["_scheduler"], private["_clock"], private["_members"]
+        io, ledger = sched.blocking, kind != "count" and private["_ledger"] is not None
         plan: RequestPlan | None = None
         try:
-            if kind != "count":
-                yield Io(self._begin, (user,), ledger and self.usage_limits is not None)
-            plan = self._plan(messages, reserve=kind != "count")
-            step, reply = yield from self._attempts(plan, stream=kind == "stream")
+            if ledger and self.usage_limits is not None:  # the ledger may read from disk
+                yield Io(self._begin, (user,), True)
+            elif kind != "count":
+                self._begin(user)
+            plan = self._plan(sched, clock, messages)
+            step, reply = yield from self._attempts(plan, members, io, stream=kind == "stream")
             if kind == "call":
                 yield Io(self._finish, (plan, step, reply), io)
-                yield Io(self._record, (user, reply.generations[0].message, None), ledger)
+                if ledger:
+                    yield Io(self._record, (user, reply.generations[0].message, None), True)
             elif kind == "count":
                 yield Io(plan.succeeded, (step, None), io)
         except Exception as exc:
-            if kind != "count":
-                yield Io(self._record, (user, None, exc), ledger)
+            if ledger:
+                yield Io(self._record, (user, None, exc), True)
             raise
         finally:
             if plan is not None and plan.booked:  # a slot booked and never used: give it back
                 yield Io(plan.close, (), io, wait=False)
         if kind == "stream":
-            yield from self._stream_steps(plan, step, reply, user)
+            yield from self._stream_steps(plan, step, reply, user, ledger)
         else:
             yield Emit(reply)
 
-    def _attempts(self, plan: RequestPlan, *, stream: bool) -> Generator[Op, Any, tuple[Pick, Any]]:
+    def _attempts(
+        self, plan: RequestPlan, members: Members, io: bool, *, stream: bool
+    ) -> Generator[Op, Any, tuple[Pick, Any]]:
         """Attempts until one succeeds (its pick and reply: for a stream, the stream and its
-        first chunk); raises what the plan will not retry."""
-        io = self._scheduler.blocking
+        first chunk); raises what the plan will not retry. ``io``: the scheduler blocks."""
         while True:
             step = yield Io(plan.next, (), io)
             if not isinstance(step, Pick):
                 yield Sleep(step)
                 continue
             try:
-                member = self._rotated(step)
+                member = self._rotated(members, step)
             except BaseException:  # nothing was sent: give the slot back whole
                 yield Io(functools.partial(plan.cancelled, step, sent=False), (), io, wait=False)
                 raise
@@ -245,9 +260,11 @@ class PoolRequest(PoolParts):
                 raise
             return step, reply
 
-    def _stream_steps(self, plan: RequestPlan, step: Pick, opened: Any, user: str) -> Steps:
+    def _stream_steps(
+        self, plan: RequestPlan, step: Pick, opened: Any, user: str, ledger: bool
+    ) -> Steps:
         """A stream after its first chunk: hand on every chunk, then the pool's last one."""
-        io, ledger = self._scheduler.blocking, self._ledger is not None
+        io = plan.scheduler.blocking
         chunks, chunk = opened
         tally = StreamTally(plan, step, functools.partial(self._stamp, pick=step, plan=plan))
         try:
@@ -256,14 +273,16 @@ class PoolRequest(PoolParts):
                 chunk = yield Pull(chunks)
         except Exception as exc:
             yield Io(tally.failed, (exc,), io)
-            yield Io(self._record, (user, None, exc), ledger)
+            if ledger:
+                yield Io(self._record, (user, None, exc), True)
             raise
         except BaseException:  # abandoned (GeneratorExit), cancelled or interrupted
             yield Io(tally.abandoned, (), io, wait=False)
             yield Close(chunks)  # a generator: let go of its connection
             raise
         last, summary = yield Io(tally.done, (), io)
-        yield Io(self._record, (user, summary, None), ledger)
+        if ledger:
+            yield Io(self._record, (user, summary, None), True)
         yield Emit(last)
 
     def _finish(self, plan: RequestPlan, step: Pick, result: ChatResult) -> None:

@@ -54,6 +54,8 @@ class _Key(KeyRecord):
     shared_id: str
     """The backend's keyed hash of the key text, for the backend."""
     priority: int
+    candidate: Candidate
+    """How the backend sees this key (fixed for its life: built once, not per decision)."""
 
 
 class SharedScheduler:
@@ -112,11 +114,13 @@ class SharedScheduler:
             limits = self.limits_for(e.project)
             priority = limits.priority if limits else 0
             secret = e.secret.get_secret_value()
-            made.append((e.project, e.fingerprint, self.state.fingerprint(secret), priority))
+            shared_id = self.state.fingerprint(secret)
+            candidate = Candidate(shared_id, Scope(e.project, self.model), limits)
+            made.append((e.project, e.fingerprint, shared_id, priority, candidate))
         with self._guard():
             indices = []
-            for project, masked, shared_id, priority in made:
-                key = _Key(len(self._keys), project, masked, shared_id, priority)
+            for project, masked, shared_id, priority, candidate in made:
+                key = _Key(len(self._keys), project, masked, shared_id, priority, candidate)
                 self._keys.append(key)
                 self._size += 1
                 indices.append(key.index)
@@ -146,12 +150,15 @@ class SharedScheduler:
     def fingerprint_of(self, index: int) -> str:
         return self._keys[index].fingerprint
 
-    def _scope(self, key: _Key) -> Scope:
-        return Scope(key.project, self.model)
+    @staticmethod
+    def _scope(key: _Key) -> Scope:
+        return key.candidate.scope
 
-    def _candidate(self, key: _Key, reserve: bool = True) -> Candidate:
-        limits = self.limits_for(key.project) if reserve else None
-        return Candidate(key.shared_id, self._scope(key), limits)
+    @staticmethod
+    def _candidate(key: _Key, reserve: bool = True) -> Candidate:
+        if reserve:
+            return key.candidate
+        return Candidate(key.shared_id, key.candidate.scope, None)
 
     # --- choosing ---------------------------------------------------------------------------
 

@@ -67,7 +67,7 @@ async def test_cancelled_waiters_leave_no_phantom_slots(
     assert status["room"]["rpd"] == 100 - sent(server)  # today's count = what was sent
     span = limits.window_s + min(WINDOW_MARGIN_S, 0.01 * limits.window_s)
     # the next request books the first slot after the two real ones, not the twelfth
-    plan = pool._plan(None)
+    plan = pool._plan(pool._scheduler, pool._clock, [HumanMessage("next")])
     pause = plan.next()
     assert isinstance(pause, float)
     assert pause <= span

@@ -36,3 +36,15 @@ def test_offsets_follow_daylight_saving() -> None:
     summer = winter + timedelta(days=180).total_seconds()
     assert pacific_offset(winter) == -8 * 3600
     assert pacific_offset(summer) == -7 * 3600
+
+
+def test_pacific_day_kept_between_calls_is_always_the_day_of_the_time_asked() -> None:
+    """``pacific_day`` keeps the last day it computed; asked in any order (forward, back, across
+    both daylight-saving changes and midnights) it must still give each time's own day."""
+    start = datetime(2026, 3, 7, 20, 0, tzinfo=PACIFIC).timestamp()
+    times = [start + i * 1_799.5 for i in range(200)]  # 100 h: past the March change
+    autumn = datetime(2026, 10, 31, 20, 0, tzinfo=PACIFIC).timestamp()
+    times += [autumn + i * 1_799.5 for i in range(200)]  # past the November change
+    times += [t - 1e-6 for t in times[::7]] + times[::-3]  # just before, and backwards
+    for t in times:
+        assert pacific_day(t) == datetime.fromtimestamp(t, PACIFIC).date().isoformat(), t
