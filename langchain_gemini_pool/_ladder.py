@@ -16,6 +16,9 @@ model). For each request the ladder asks the models in order:
 per-day violation, takes that (project, model) out until the next Pacific midnight (one INFO
 line per pair and day); a 404 takes the model out of the ladder for the pool's life (one
 WARNING). The decision itself (``ladder_choose``) is pure: it asks each rung through a callable.
+Over one shared backend, ``prefer="fallback"`` is one ``admit`` for every rung's keys in ladder
+order, whose rule is the same (the first key that may send now, else the earliest slot):
+moving down the ladder costs no extra round trip.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from langchain_gemini_pool._failover import RequestPlan
 from langchain_gemini_pool._quota import QuotaLimits
 from langchain_gemini_pool._scheduler import LimitsArg, NoKeys, Pick, Scheduler, Strategy, Wait
 from langchain_gemini_pool._shared_scheduler import SharedScheduler
+from langchain_gemini_pool._state_types import Admit
 
 logger = logging.getLogger("langchain_gemini_pool")
 
@@ -180,6 +184,10 @@ class LadderScheduler:
         self.prefer: Prefer = prefer
         self._rungs: list[Rung] = [make_rung(m, limits_for_model(limits, m)) for m in models]
         self.blocking = any(r.blocking for r in self._rungs)
+        states = {id(r.state): r.state for r in self._rungs if isinstance(r, SharedScheduler)}
+        self._state = None
+        if len(states) == 1 and all(isinstance(r, SharedScheduler) for r in self._rungs):
+            (self._state,) = states.values()  # every rung in one backend: one admit for all
         """Whether a decision does I/O (async paths then run it in a thread)."""
         self._out: set[int] = set()  # rungs taken out for the pool's life (404)
         self._told: set[tuple[str, str, str]] = set()  # (project, model, day) told at INFO
@@ -238,10 +246,14 @@ class LadderScheduler:
         reserve: bool = True,
         book_until: float | None = None,
     ) -> Decision:
-        def ask(rung: int, book: float | None) -> Decision:
-            return self._rungs[rung].choose(now, tokens, avoid, reserve, book)
+        if self._state is not None and self.prefer == "fallback":
+            rung, decision = self._choose_in_one_admit(now, tokens, avoid, reserve, book_until)
+        else:
 
-        rung, decision = ladder_choose(self.live_rungs(), ask, self.prefer, book_until, now)
+            def ask(rung: int, book: float | None) -> Decision:
+                return self._rungs[rung].choose(now, tokens, avoid, reserve, book)
+
+            rung, decision = ladder_choose(self.live_rungs(), ask, self.prefer, book_until, now)
         if rung is None or not isinstance(decision, Pick):
             return decision
         return LadderPick(
@@ -253,6 +265,46 @@ class LadderScheduler:
             model=self.models[rung],
             rung=rung,
         )
+
+    def _choose_in_one_admit(
+        self,
+        now: float,
+        tokens: float,
+        avoid: Collection[int],
+        reserve: bool,
+        book_until: float | None,
+    ) -> tuple[int | None, Decision]:
+        """``prefer="fallback"`` over one backend in one round trip: every live rung's keys,
+        in ladder order, go to one ``admit``, whose rule is the ladder's (the first key that
+        may send now, else the earliest bookable slot, ties to the earlier rung)."""
+        assert self._state is not None
+        asked = []
+        for rung in self.live_rungs():
+            scheduler = self._rungs[rung]
+            assert isinstance(scheduler, SharedScheduler)
+            order, candidates = scheduler.candidates(avoid, reserve)
+            asked.append((rung, scheduler, order, candidates))
+        every = [c for *_, candidates in asked for c in candidates]
+        if not every:
+            return None, NoKeys({})
+        book_s = None if book_until is None or not reserve else max(0.0, book_until - now)
+        decision = self._state.admit(every, tokens if reserve else 0, book_until_s=book_s)
+        picked: tuple[int | None, Decision] | None = None
+        reasons: dict[str, str] = {}
+        start = 0
+        for rung, scheduler, order, _ in asked:
+            mine = (
+                replace(decision, index=decision.index - start)
+                if isinstance(decision, Admit)
+                else decision
+            )
+            concluded = scheduler.concluded(order, mine, now, tokens)
+            start += len(order)
+            if isinstance(concluded, NoKeys):
+                reasons.update(concluded.reasons)
+            elif picked is None or isinstance(concluded, Pick):
+                picked = (rung, concluded)  # a Wait is the same on every rung: the first's
+        return picked if picked is not None else (None, NoKeys(reasons))
 
     def on_success(self, pick: Pick, prompt_tokens: float | None = None) -> None:
         self._rungs[_rung(pick)].on_success(pick, prompt_tokens)

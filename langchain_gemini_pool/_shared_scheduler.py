@@ -37,10 +37,10 @@ from langchain_gemini_pool._state_types import (
     Admit,
     AllQuarantined,
     Candidate,
+    Decision,
     Scope,
     Settle,
     StateBackend,
-    WaitUntil,
 )
 
 logger = logging.getLogger("langchain_gemini_pool")
@@ -191,14 +191,28 @@ class SharedScheduler:
         book_until: float | None = None,
     ) -> Pick | Wait | NoKeys:
         """As ``Scheduler.choose``; the decision is one backend ``admit``."""
-        with self._guard():
-            order = self._order(avoid)
+        order, candidates = self.candidates(avoid, reserve)
         if not order:
             return NoKeys({})
-        candidates = [self._candidate(k, reserve) for k in order]
         book_s = None if book_until is None or not reserve else max(0.0, book_until - now)
         decision = self.state.admit(candidates, tokens if reserve else 0, book_until_s=book_s)
-        if isinstance(decision, Admit):
+        return self.concluded(order, decision, now, tokens)
+
+    def candidates(
+        self, avoid: Collection[int], reserve: bool
+    ) -> tuple[list[_Key], list[Candidate]]:
+        """The keys in the order they would be tried (the cursor moves: see ``concluded``),
+        and how the backend sees each. A ladder puts several rungs' in one ``admit``."""
+        with self._guard():
+            order = self._order(avoid)
+        return order, [self._candidate(k, reserve) for k in order]
+
+    def concluded(
+        self, order: list[_Key], decision: Decision, now: float, tokens: float
+    ) -> Pick | Wait | NoKeys:
+        """The backend's ``decision`` on ``order`` as a ``Pick``, ``Wait`` or ``NoKeys``; a
+        decision that picked none of this scheduler's keys moves its cursor back."""
+        if isinstance(decision, Admit) and 0 <= decision.index < len(order):
             return self._picked(order, decision, now, tokens)
         self._rewind(order)
         if isinstance(decision, AllQuarantined):
@@ -210,7 +224,8 @@ class SharedScheduler:
                     if fp in by_id
                 }
             )
-        assert isinstance(decision, WaitUntil)
+        if isinstance(decision, Admit):  # another rung's key was picked
+            return NoKeys({})
         until = math.inf if math.isinf(decision.until) else now + decision.delay
         return Wait(until, decision.reason)
 

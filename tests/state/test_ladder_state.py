@@ -183,3 +183,28 @@ async def test_async_ladder_over_a_backend(backend: Backend) -> None:
         chunks = [c async for c in second.astream("b")]
         assert chunks[-1].response_metadata["fallback_from"] == PRO
         assert sent(server, PRO) == {"p1": 1, "p2": 1}  # the second worker never tried pro
+
+
+class CountingDiskState(DiskState):
+    """A real ``DiskState`` that counts its decisions (``admit`` round trips)."""
+
+    admits = 0
+
+    def admit(self, *args: Any, **kwargs: Any) -> Any:
+        self.admits += 1
+        return super().admit(*args, **kwargs)
+
+
+def test_moving_down_the_ladder_costs_one_backend_round_trip(tmp_path: Path) -> None:
+    """The hot path's budget holds on a ladder: with the first model out, a request that
+    falls back still makes one ``admit`` before its call, not one per rung."""
+    with FakeGeminiServer(keys=KEYS, zero_quota_models=[PRO]) as server:
+        state = CountingDiskState(tmp_path / "state")
+        pool = worker(server, state)
+        pool.invoke("learn that pro is out")  # 429s on pro (quota 0) take it out for the day
+        before = state.admits
+        for _ in range(3):
+            answer = pool.invoke("hello")
+            assert answer.response_metadata["model_name"] == FLASH
+        assert state.admits - before == 3
+        assert sent(server, PRO) == {"p1": 1, "p2": 1}  # pro was not asked again
