@@ -137,6 +137,13 @@ class RedisClusterNodes:
         for node in self.nodes:
             node.client().flushall()
 
+    def wait_ok(self) -> None:
+        deadline = time.monotonic() + 10
+        while any(n.client().cluster("info").get("cluster_state") != "ok" for n in self.nodes):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Redis Cluster did not reach cluster_state:ok")
+            time.sleep(0.05)
+
     def keys(self) -> dict[int, list[str]]:
         """Every key, by the port of the node that holds it."""
         out = {}
@@ -164,11 +171,7 @@ def start_cluster(directory: str) -> RedisClusterNodes:
             capture_output=True,
             timeout=30,
         )
-        deadline = time.monotonic() + 10
-        while any(n.client().cluster("info").get("cluster_state") != "ok" for n in nodes):
-            if time.monotonic() > deadline:
-                raise RuntimeError("the Redis Cluster did not reach cluster_state:ok")
-            time.sleep(0.05)
+        RedisClusterNodes(nodes).wait_ok()
     except BaseException:
         for node in nodes:
             node.stop()

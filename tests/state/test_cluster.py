@@ -122,3 +122,27 @@ def test_a_pool_on_a_cluster_answers_as_on_one_redis(
     assert on_cluster["total"]["rate_limited"] == 0  # the 1-rpm limit held
     assert on_cluster["rows"][0][:2] == ("invalid", "400 API_KEY_INVALID")
     assert all(shared for _, _, shared in on_cluster["rows"])
+
+
+def test_losing_the_node_of_the_slot_falls_back_to_what_was_seen(
+    redis_cluster: RedisClusterNodes,
+) -> None:
+    # last in this file: it kills a node of the session's cluster, then starts it again
+    redis_cluster.flush()
+    state = RedisState(redis_cluster.url, prefix="t", timeout=0.3)
+    other = RedisState(redis_cluster.url, prefix="t")
+    s = Scope("proj", MODEL)
+    good = Candidate(state.fingerprint("fake-key-node-good"), s, QuotaLimits(rpm=100))
+    bad = Candidate(state.fingerprint("fake-key-node-bad"), s, QuotaLimits(rpm=100))
+    other.settle(Settle(bad.fingerprint, s, quarantine="400 API_KEY_INVALID"))
+    assert isinstance(state.admit([good, bad], 0), Admit)
+    holder = next(port for port, keys in redis_cluster.keys().items() if keys)
+    node = next(n for n in redis_cluster.nodes if n.port == holder)
+    node.stop()
+    try:
+        decision = state.admit([bad, good], 0)
+        assert isinstance(decision, Admit)
+        assert (decision.index, decision.reservation.home) == (1, "local")
+    finally:
+        node.start()  # its nodes.conf brings it back into the cluster with its slots
+        redis_cluster.wait_ok()
