@@ -146,3 +146,26 @@ def test_losing_the_node_of_the_slot_falls_back_to_what_was_seen(
     finally:
         node.start()  # its nodes.conf brings it back into the cluster with its slots
         redis_cluster.wait_ok()
+
+
+def test_the_usage_ledger_on_a_cluster_one_slot_every_key_with_a_ttl(
+    cluster: RedisClusterNodes,
+) -> None:
+    from langchain_gemini_pool import UsageLedger
+    from tests.unit_tests.test_usage_ledger import cache_hit, served
+
+    ledger = UsageLedger(url=cluster.url, prefix="lt")
+    ledger.record(served(tokens=40), user="alice")
+    ledger.record(cache_hit(), user="bob")
+    assert ledger.totals(user="alice").total_tokens == 40
+    assert ledger.totals(period="all").requests == 2
+    by_node = cluster.keys()
+    holders = [port for port, keys in by_node.items() if keys]
+    assert len(holders) == 1
+    keys = by_node[holders[0]]
+    assert len(keys) == 3 * (1 + 1 + 2)  # per period: groups, users, a cell hash per user
+    client = next(n for n in cluster.nodes if n.port == holders[0]).client()
+    assert all(k.startswith("{lt}:ledger:") for k in keys)
+    for key in keys:
+        assert client.pttl(key) > 0, f"{key} has no TTL"
+    ledger.close()
