@@ -169,3 +169,15 @@ def test_the_usage_ledger_on_a_cluster_one_slot_every_key_with_a_ttl(
     for key in keys:
         assert client.pttl(key) > 0, f"{key} has no TTL"
     ledger.close()
+
+
+@pytest.mark.parametrize("prefix", ["", "a{b", "x}y", "{t}"])
+def test_a_prefix_that_cannot_be_a_hash_tag_is_a_clear_error(
+    shared_redis: RedisServer, prefix: str
+) -> None:
+    from langchain_gemini_pool import UsageLedger
+
+    with pytest.raises(ValueError, match="prefix must be a non-empty string without"):
+        RedisState(shared_redis.url, prefix=prefix)
+    with pytest.raises(ValueError, match="hash tag"):
+        UsageLedger(url=shared_redis.url, prefix=prefix)
