@@ -3,9 +3,12 @@
 Key layout (``P`` is the prefix, ``gemini-pool`` by default; ``B`` a period bucket:
 ``day:2026-11-30``, ``month:2026-11`` or ``all``)::
 
-    P:ledger:B:g        hash  the single groupings: field "<total field> <JSON [dimension, name]>"
-    P:ledger:B:c:USER   hash  one user's cells: field "<total field> <JSON [model, key, project]>"
-    P:ledger:B:u        set   the users that have cells in B (for queries without a user)
+    {P}:ledger:B:g        hash  the single groupings: field "<total field> <JSON [dimension, name]>"
+    {P}:ledger:B:c:USER   hash  one user's cells: field "<total field> <JSON [model, key, project]>"
+    {P}:ledger:B:u        set   the users that have cells in B (for queries without a user)
+
+Every name starts with the hash tag ``{P}`` (one record writes several of them in one script),
+so on a Redis Cluster (found at construction, as for ``RedisState``) they share one slot.
 
 Values are counts (``HINCRBY``) and dollars (``HINCRBYFLOAT``); only non-zero fields are sent
 (``requests`` always, so an entry exists once touched). One record is one Lua script call:
@@ -34,7 +37,8 @@ from urllib.parse import urlsplit
 
 from langchain_gemini_pool._clock import Clock
 from langchain_gemini_pool._ledger_store import LIVE_STORES, RETRY_S, Rows, _merge
-from langchain_gemini_pool._state_redis_codec import safe_url
+from langchain_gemini_pool._state_redis_client import is_cluster, outage_errors, sync_client
+from langchain_gemini_pool._state_redis_codec import check_prefix, safe_url, tag
 from langchain_gemini_pool._usage_record import UsageTotals
 
 __all__ = ["ALL_TTL_S", "DAY_TTL_S", "MONTH_TTL_S", "RedisStore"]
@@ -123,8 +127,7 @@ class RedisStore:
             raise ValueError(
                 f"UsageLedger(url=...) needs a redis://, rediss:// or unix:// URL, not {shown!r}."
             )
-        if not isinstance(prefix, str) or not prefix:
-            raise ValueError(f"prefix must be a non-empty string, got {prefix!r}.")
+        check_prefix(prefix)
         try:
             import redis  # noqa: F401 (optional extra: fail here, clearly)
         except ImportError:  # pragma: no cover - the test extra installs it
@@ -134,6 +137,8 @@ class RedisStore:
         self.url = url
         self.prefix = prefix
         self.timeout = timeout
+        self.cluster = False
+        """True when ``url`` is a node of a Redis Cluster (found at construction)."""
         self._clock = clock
         self._lock = threading.Lock()
         self._pid = -1
@@ -153,16 +158,7 @@ class RedisStore:
 
     def _sync(self) -> tuple[Any, dict[str, Any]]:
         if self._pid != os.getpid():  # first use, or a forked child: its own socket
-            import redis
-            from redis.backoff import NoBackoff
-            from redis.retry import Retry
-
-            client = redis.Redis.from_url(
-                self.url,
-                socket_connect_timeout=self.timeout,
-                socket_timeout=self.timeout,
-                retry=Retry(NoBackoff(), 0),
-            )
+            client = sync_client(self.url, self.timeout, self.cluster)
             self._scripts = {
                 "record": client.register_script(_RECORD),
                 "cells": client.register_script(_CELLS),
@@ -178,6 +174,7 @@ class RedisStore:
             "URL's user and password."
         )
         try:
+            self.cluster = is_cluster(self.url, self.timeout)
             self._sync()[0].ping()
         except redis.AuthenticationError:
             raise ConnectionError(refused) from None
@@ -188,7 +185,7 @@ class RedisStore:
                 f"Redis at {safe_url(self.url)} cannot hold the usage ledger "
                 f"({type(exc).__name__})."
             ) from None
-        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+        except outage_errors(OSError) as exc:
             raise ConnectionError(
                 f"Cannot reach Redis at {safe_url(self.url)} for the usage ledger "
                 f"({type(exc).__name__}): is it running, and is the address right?"
@@ -197,7 +194,7 @@ class RedisStore:
     def _errors(self) -> tuple[type[BaseException], ...]:
         import redis
 
-        return (redis.RedisError, OSError)
+        return outage_errors(redis.RedisError, OSError)
 
     def _down(self) -> bool:
         return self._problem is not None and self._clock.now() < self._retry_at
@@ -223,7 +220,7 @@ class RedisStore:
 
     def _bucket(self, period: str, bucket: str) -> str:
         where = period if not bucket else f"{period}:{bucket}"
-        return f"{self.prefix}:ledger:{where}"
+        return f"{tag(self.prefix)}:ledger:{where}"
 
     def _place(self, key: str) -> tuple[str, str, str | None, str, str]:
         """(hash name, field suffix, cell user or None, users-set name, period) of an entry."""

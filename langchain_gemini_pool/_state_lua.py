@@ -1,8 +1,10 @@
 """The Lua scripts of ``RedisState``: one per decision, run atomically inside Redis.
 
 ``ADMIT`` is the twin of ``_state_decide.decide`` + the write of the slot; it reads time
-from the server (``TIME``), never from a client. Per (project, model) ``S`` (a hash tag
-``{...}`` shared by all its keys) and per key fingerprint ``K``:
+from the server (``TIME``), never from a client. Every key name starts with the hash tag
+``{prefix}`` (``T``), so one script may touch any of them on a Redis Cluster (one slot).
+Per (project, model) ``S`` (``T:s:<project>|<model>``) and per key fingerprint ``K``
+(``T:<fingerprint>``):
 
 - ``S:log`` sorted set, reservation id -> time (one entry per request, never per token)
 - ``S:tok`` hash, reservation id -> input tokens, and ``#`` -> their running sum
@@ -11,6 +13,10 @@ from the server (``TIME``), never from a client. Per (project, model) ``S`` (a h
 - ``S:l`` hash, limits learned from the server (``rpm``/``tpm``/``rpd`` -> quotaValue)
 - ``K:k`` hash, quarantine ``q`` (reason code), key cooldown ``cu`` / ``cr``
 - ``K:f`` sorted set, reservations in flight -> start time
+- ``T:gen`` a number that grows whenever a quarantine or cooldown is set or lifted: an
+  admit whose caller last saw another value answers with the quarantines and cooldowns of
+  all its candidates too (what the outage fallback starts from, ``_state_redis_seen.py``)
+- ``T:salt`` the fingerprint salt (on a Cluster the scripts are routed by this key)
 
 Every key gets a TTL (``PEXPIRE``, only ever lengthened by ``pexpire_max``). Numbers go
 back to Python as strings (Redis would truncate Lua floats to integers).
@@ -33,6 +39,14 @@ end
 local function num(s)
   if s == nil or s == false or s == '' then return nil end
   return tonumber(s)
+end
+-- T:gen grows (server microseconds, strictly) on every quarantine/cooldown change
+local function bump(gk, ttl_ms)
+  local t = redis.call('TIME')
+  local v = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local g = tonumber(redis.call('GET', gk) or '0') or 0
+  if v <= g then v = g + 1 end
+  redis.call('SET', gk, string.format('%.0f', v), 'PX', math.ceil(ttl_ms))
 end
 local function span_of(w) return w + math.min(0.25, 0.01 * w) end
 local function chunked(cmd, key, items)
@@ -104,8 +118,10 @@ local function ready_at(sb, lim, now, tokens, midnight, day)
 end
 """
 
-# ARGV: prefix, tokens, book_until_s|'', offset, rid, warn_fraction, quarantine_ttl_s,
-#       inflight_ttl_s, salt_key|'', salt_ttl_s, then per candidate: fp, sb, rpm, tpm, rpd, w
+# ARGV: tag, tokens, book_until_s|'', offset, rid, warn_fraction, quarantine_ttl_s,
+#       inflight_ttl_s, salt_key|'', salt_ttl_s, known gen, then per candidate: fp, sb, rpm,
+#       tpm, rpd, w. The last item of every reply: {} when T:gen is the known one, else
+#       {gen, then per candidate: q, cu, cr, su, sr} (what the caller's fallback starts from)
 ADMIT = (
     COMMON
     + r"""
@@ -118,10 +134,24 @@ local day = math.floor((now + offset) / 86400)
 local midnight = (day + 1) * 86400 - offset
 local quarantined, reasons, usable = {}, {}, false
 local earliest, best, best_at = INF, nil, INF
-local cands = {}
-for i = 11, #ARGV, 6 do
-  local c = {fp = ARGV[i], sb = ARGV[i + 1], idx = (i - 11) / 6}
-  c.kb = prefix .. ':{' .. c.fp .. '}'
+local function seen()
+  local g = redis.call('GET', prefix .. ':gen') or ''
+  if g == ARGV[11] then return {} end
+  local out = {g}
+  for i = 12, #ARGV, 6 do
+    local k = redis.call('HMGET', prefix .. ':' .. ARGV[i] .. ':k', 'q', 'cu', 'cr')
+    local s = redis.call('HMGET', ARGV[i + 1] .. ':c', 'u', 'r')
+    out[#out + 1] = k[1] or ''
+    out[#out + 1] = k[2] or ''
+    out[#out + 1] = k[3] or ''
+    out[#out + 1] = s[1] or ''
+    out[#out + 1] = s[2] or ''
+  end
+  return out
+end
+for i = 12, #ARGV, 6 do
+  local c = {fp = ARGV[i], sb = ARGV[i + 1], idx = (i - 12) / 6}
+  c.kb = prefix .. ':' .. c.fp
   local k = redis.call('HMGET', c.kb .. ':k', 'q', 'cu', 'cr')
   if k[1] then
     quarantined[#quarantined + 1] = c.fp
@@ -149,6 +179,7 @@ if best == nil or best.at > now then
   if not usable then
     local out = {'q', fmt(now)}
     for i = 1, #quarantined do out[#out + 1] = quarantined[i] end
+    out[#out + 1] = seen()
     return out
   end
   if book == nil or best == nil or best.at == INF or best.at > now + book then
@@ -157,7 +188,7 @@ if best == nil or best.at > now then
     table.sort(rs)
     local reason = table.concat(rs, '; ')
     if reason == '' then reason = 'no project has quota room' end
-    return {'w', fmt(earliest), fmt(now), reason}
+    return {'w', fmt(earliest), fmt(now), reason, seen()}
   end
 end
 local c = best
@@ -184,12 +215,12 @@ if c.lim ~= nil then
   end
 end
 return {'a', tostring(c.idx), fmt(c.at), fmt(now), tostring(at_day),
-        c.lim ~= nil and '1' or '0', warn, rid}
+        c.lim ~= nil and '1' or '0', warn, rid, seen()}
 """
 )
 
 # ARGV: kb, sb, rid|'', counted, cancel, prompt_tokens|'', res_day, cool_scope_s|'',
-#       cool_key_s|'', reason, quarantine|'', quarantine_ttl_s, learned_ttl_s,
+#       cool_key_s|'', reason, quarantine|'', quarantine_ttl_s, learned_ttl_s, gen key,
 #       then pairs dim, value
 SETTLE = (
     COMMON
@@ -235,7 +266,8 @@ if ARGV[11] ~= '' then
   redis.call('HSET', kb .. ':k', 'q', ARGV[11])
   pexpire_max(kb .. ':k', tonumber(ARGV[12]) * 1000)
 end
-for i = 14, #ARGV, 2 do
+if cs ~= nil or ks ~= nil or ARGV[11] ~= '' then bump(ARGV[14], tonumber(ARGV[12]) * 1000) end
+for i = 15, #ARGV, 2 do
   local cur = num(redis.call('HGET', sb .. ':l', ARGV[i]))
   local v = tonumber(ARGV[i + 1])
   if cur == nil or v < cur then redis.call('HSET', sb .. ':l', ARGV[i], v) end
@@ -245,7 +277,7 @@ return 1
 """
 )
 
-# ARGV: prefix, offset, inflight_ttl_s, then per candidate: fp, sb, rpm, tpm, rpd, w
+# ARGV: tag, offset, inflight_ttl_s, then per candidate: fp, sb, rpm, tpm, rpd, w
 SNAPSHOT = (
     COMMON
     + r"""
@@ -255,7 +287,7 @@ local day = math.floor((now + offset) / 86400)
 local out = {fmt(now)}
 for i = 4, #ARGV, 6 do
   local fp, sb = ARGV[i], ARGV[i + 1]
-  local kb = prefix .. ':{' .. fp .. '}'
+  local kb = prefix .. ':' .. fp
   local k = redis.call('HMGET', kb .. ':k', 'q', 'cu', 'cr')
   local flying = redis.call('ZCOUNT', kb .. ':f', now - fttl, '+inf')
   local lim = limits_of(sb, num(ARGV[i + 2]), num(ARGV[i + 3]), num(ARGV[i + 4]),
@@ -269,5 +301,16 @@ for i = 4, #ARGV, 6 do
                    tostring(day_count(sb, day)), learned}
 end
 return out
+"""
+)
+
+# ARGV: kb, sb, gen key, gen ttl (s): lift a key's quarantine and cooldowns and its scope's
+# cooldown (``RedisState.reset``), and say so to every process's next admit
+RESET = (
+    COMMON
+    + r"""
+redis.call('DEL', ARGV[1] .. ':k', ARGV[2] .. ':c')
+bump(ARGV[3], tonumber(ARGV[4]) * 1000)
+return 1
 """
 )

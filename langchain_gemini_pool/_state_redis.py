@@ -3,7 +3,9 @@
 Each decision is one Lua script (``_state_lua.py``) run atomically in Redis with the
 server's clock. redis-py is an optional extra, imported when a ``RedisState`` is built.
 Sync methods use ``redis.Redis``; async ones ``redis.asyncio`` (one client per event loop),
-so the event loop never blocks on Redis. Clients are rebuilt after ``fork``.
+so the event loop never blocks on Redis. Clients are rebuilt after ``fork``. A Redis Cluster
+is found at construction and gets redis-py's cluster clients (``_state_redis_client.py``);
+every key shares the hash tag ``{prefix}``, so one script never spans two slots.
 """
 
 from __future__ import annotations
@@ -19,17 +21,29 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from langchain_gemini_pool._state_lua import ADMIT, SETTLE, SNAPSHOT
+from langchain_gemini_pool._state_lua import ADMIT, RESET, SETTLE, SNAPSHOT
 from langchain_gemini_pool._state_memory import InMemoryState
+from langchain_gemini_pool._state_redis_client import (
+    async_client,
+    is_cluster,
+    outage_errors,
+    sync_client,
+)
 from langchain_gemini_pool._state_redis_codec import (
     admit_args,
     cand_args,
+    check_prefix,
     decode_admit,
     decode_snapshot,
+    gen_key,
+    key_base,
     safe_url,
+    salt_key,
     scope_base,
     settle_args,
+    tag,
 )
+from langchain_gemini_pool._state_redis_seen import Seen
 from langchain_gemini_pool._state_types import (
     INFLIGHT_TTL_S,
     Admit,
@@ -57,15 +71,18 @@ class RedisState:
 
     Args:
         url: ``redis://[:password@]host:port/db``, ``rediss://…`` (TLS) or
-            ``unix:///path/to/redis.sock``.
-        prefix: Start of every key name (several deployments can share one Redis).
+            ``unix:///path/to/redis.sock``; for a Redis Cluster, any one of its nodes
+            (found at construction; every key then lives in the one slot of ``{prefix}``).
+        prefix: Start of every key name, as the hash tag ``{prefix}`` (several deployments
+            can share one Redis); no ``{`` or ``}`` in it.
         on_outage: What to do when Redis stops answering mid-run: ``"local"`` (default)
-            decide in this process until it is back (one WARNING each way), ``"closed"``
-            raise ``ConnectionError``, ``"open"`` send without limits.
+            decide in this process until it is back (one WARNING each way), starting from
+            the quarantines and cooldowns this process last saw in Redis; ``"closed"``
+            raise ``ConnectionError``; ``"open"`` send without limits.
         timeout: Connect and socket timeout, seconds (a hung Redis must not hang requests).
 
     Raises:
-        ValueError: ``on_outage`` or the URL is not valid.
+        ValueError: ``on_outage``, ``prefix`` or the URL is not valid.
         ConnectionError: Redis cannot be reached, or refuses the password (the message
             names the URL without its password).
     """
@@ -94,7 +111,11 @@ class RedisState:
                 "RedisState needs redis-py: pip install 'langchain-gemini-pool[redis]'."
             ) from None
         self.url = url
-        self.prefix = prefix
+        self.prefix = check_prefix(prefix)
+        self.cluster = False
+        """True when ``url`` is a node of a Redis Cluster (found at construction)."""
+        self._keys = [salt_key(prefix)]  # the key scripts are routed by (one slot: {prefix})
+        self._seen = Seen()
         self.on_outage: OutagePolicy = on_outage
         self.timeout = timeout
         self._lock = threading.Lock()
@@ -117,21 +138,9 @@ class RedisState:
 
     # --- connections ------------------------------------------------------------------------
 
-    def _options(self) -> dict[str, Any]:
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
-
-        return {
-            "socket_connect_timeout": self.timeout,
-            "socket_timeout": self.timeout,
-            "retry": Retry(NoBackoff(), 0),  # the outage policy decides, not hidden retries
-        }
-
     def _sync(self) -> tuple[Any, dict[str, Any]]:
         if self._pid != os.getpid():  # first use, or a forked child: new sockets
-            import redis
-
-            client = redis.Redis.from_url(self.url, **self._options())
+            client = sync_client(self.url, self.timeout, self.cluster)
             scripts = {name: client.register_script(src) for name, src in _SCRIPTS.items()}
             self._client, self._scripts, self._pid = client, scripts, os.getpid()
             self._aclients = weakref.WeakKeyDictionary()
@@ -140,13 +149,11 @@ class RedisState:
     def _async(self) -> dict[str, Any]:
         import asyncio
 
-        import redis.asyncio as aredis
-
         self._sync()  # fork check
         loop = asyncio.get_running_loop()
         entry = self._aclients.get(loop)
         if entry is None:
-            client = aredis.Redis.from_url(self.url, **self._options())
+            client = async_client(self.url, self.timeout, self.cluster)
             scripts = {name: client.register_script(src) for name, src in _SCRIPTS.items()}
             entry = (client, scripts)
             self._aclients[loop] = entry
@@ -155,12 +162,13 @@ class RedisState:
     def _connect_and_salt(self) -> bytes:
         import redis
 
-        client, _ = self._sync()
-        salt_key = f"{self.prefix}:salt"
+        key = salt_key(self.prefix)
         try:
-            client.set(salt_key, os.urandom(32), nx=True, ex=SALT_TTL_S)
-            client.expire(salt_key, SALT_TTL_S)
-            salt = client.get(salt_key)
+            self.cluster = is_cluster(self.url, self.timeout)
+            client, _ = self._sync()
+            client.set(key, os.urandom(32), nx=True, ex=SALT_TTL_S)
+            client.expire(key, SALT_TTL_S)
+            salt = client.get(key)
         except redis.AuthenticationError:
             raise ConnectionError(
                 f"Redis at {safe_url(self.url)} refused the password (or needs one): "
@@ -173,7 +181,7 @@ class RedisState:
                     "check the URL's user and password."
                 ) from None
             raise
-        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+        except outage_errors(OSError) as exc:
             raise ConnectionError(
                 f"Cannot reach Redis at {safe_url(self.url)} ({type(exc).__name__}): is it "
                 "running, and is the address right?"
@@ -188,7 +196,7 @@ class RedisState:
         if time.monotonic() - self._salt_refreshed < 3600:
             return ""
         self._salt_refreshed = time.monotonic()
-        return f"{self.prefix}:salt"
+        return salt_key(self.prefix)
 
     # --- the outage policy ------------------------------------------------------------------
 
@@ -202,6 +210,7 @@ class RedisState:
             if self._down:
                 return
             self._down = True
+            self._local = None  # the fallback starts afresh, from what was last seen
         if self.on_outage == "closed":
             return
         logger.warning(
@@ -225,9 +234,13 @@ class RedisState:
         )
 
     def _fallback(self) -> InMemoryState:
-        if self._local is None:
-            self._local = InMemoryState()
-        return self._local
+        local = self._local
+        if local is None:
+            with self._lock:
+                if self._local is None:
+                    self._local = self._seen.seed(InMemoryState())
+                local = self._local
+        return local
 
     def _admit_offline(
         self, candidates: Sequence[Candidate], tokens: float, book_until_s: float | None
@@ -253,14 +266,14 @@ class RedisState:
             return offline()
         try:
             result = call()
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except outage_errors() as exc:
             self._went_down(exc)
             return offline()
         if self._down:
             self._came_back()
             for argv in self._replay():
                 with contextlib.suppress(redis.RedisError):
-                    self._sync()[1]["settle"](args=argv)
+                    self._sync()[1]["settle"](keys=self._keys, args=argv)
         return result
 
     async def _arun(self, call: Callable[[], Awaitable[T]], offline: Callable[[], T]) -> T:
@@ -270,14 +283,14 @@ class RedisState:
             return offline()
         try:
             result = await call()
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except outage_errors() as exc:
             self._went_down(exc)
             return offline()
         if self._down:
             self._came_back()
             for argv in self._replay():
                 with contextlib.suppress(redis.RedisError):
-                    await self._async()["settle"](args=argv)
+                    await self._async()["settle"](keys=self._keys, args=argv)
         return result
 
     def _replay(self) -> list[list[Any]]:
@@ -302,11 +315,11 @@ class RedisState:
     # --- the protocol -----------------------------------------------------------------------
 
     def _admit_argv(
-        self, candidates: Sequence[Candidate], tokens: float, book: float | None
+        self, candidates: Sequence[Candidate], tokens: float, book: float | None, known: str
     ) -> list[Any]:
         bases = [scope_base(self.prefix, c.scope) for c in candidates]
         return admit_args(
-            self.prefix, candidates, bases, tokens, book, self._salt_due(), SALT_TTL_S
+            self.prefix, candidates, bases, tokens, book, self._salt_due(), SALT_TTL_S, known
         )
 
     def admit(
@@ -316,9 +329,12 @@ class RedisState:
             raise ValueError("admit needs at least one candidate key.")
 
         def call() -> Decision:
-            argv = self._admit_argv(candidates, tokens, book_until_s)
-            raw = self._sync()[1]["admit"](args=argv)
-            return decode_admit(raw, candidates, tokens)
+            seen, known = self._seen.known(candidates)
+            argv = self._admit_argv(candidates, tokens, book_until_s, known)
+            raw = self._sync()[1]["admit"](keys=self._keys, args=argv)
+            decision = decode_admit(raw, candidates, tokens)
+            self._seen.admitted(seen, candidates, raw, decision)
+            return decision
 
         return self._run(call, lambda: self._admit_offline(candidates, tokens, book_until_s))
 
@@ -329,9 +345,12 @@ class RedisState:
             raise ValueError("admit needs at least one candidate key.")
 
         async def call() -> Decision:
-            argv = self._admit_argv(candidates, tokens, book_until_s)
-            raw = await self._async()["admit"](args=argv)
-            return decode_admit(raw, candidates, tokens)
+            seen, known = self._seen.known(candidates)
+            argv = self._admit_argv(candidates, tokens, book_until_s, known)
+            raw = await self._async()["admit"](keys=self._keys, args=argv)
+            decision = decode_admit(raw, candidates, tokens)
+            self._seen.admitted(seen, candidates, raw, decision)
+            return decision
 
         return await self._arun(call, lambda: self._admit_offline(candidates, tokens, book_until_s))
 
@@ -347,6 +366,8 @@ class RedisState:
                         self._pending.append((time.monotonic(), verdict))
 
     def settle(self, outcome: Settle) -> None:
+        if outcome.quarantine or outcome.cool_key_s or outcome.cool_scope_s:
+            self._seen.settled(outcome)
         home = outcome.reservation.home if outcome.reservation else "backend"
         if home != "backend":
             if home == "local":
@@ -354,10 +375,13 @@ class RedisState:
             return
         argv = settle_args(outcome, scope_base(self.prefix, outcome.scope), self.prefix)
         self._run(
-            lambda: self._sync()[1]["settle"](args=argv), lambda: self._settle_offline(outcome)
+            lambda: self._sync()[1]["settle"](keys=self._keys, args=argv),
+            lambda: self._settle_offline(outcome),
         )
 
     async def asettle(self, outcome: Settle) -> None:
+        if outcome.quarantine or outcome.cool_key_s or outcome.cool_scope_s:
+            self._seen.settled(outcome)
         home = outcome.reservation.home if outcome.reservation else "backend"
         if home != "backend":
             if home == "local":
@@ -366,17 +390,20 @@ class RedisState:
         argv = settle_args(outcome, scope_base(self.prefix, outcome.scope), self.prefix)
 
         async def call() -> None:
-            await self._async()["settle"](args=argv)
+            await self._async()["settle"](keys=self._keys, args=argv)
 
         await self._arun(call, lambda: self._settle_offline(outcome))
 
     def snapshot(self, candidates: Sequence[Candidate]) -> Snapshot:
-        argv: list[Any] = [self.prefix, pacific_offset(time.time()), INFLIGHT_TTL_S]
+        argv: list[Any] = [tag(self.prefix), pacific_offset(time.time()), INFLIGHT_TTL_S]
         for c in candidates:
             argv += cand_args(c, scope_base(self.prefix, c.scope))
 
         def call() -> Snapshot:
-            return decode_snapshot(self._sync()[1]["snapshot"](args=argv), candidates)
+            raw = self._sync()[1]["snapshot"](keys=self._keys, args=argv)
+            snap = decode_snapshot(raw, candidates)
+            self._seen.snapshot(snap, candidates)
+            return snap
 
         def offline() -> Snapshot:
             if self.on_outage == "closed":
@@ -387,11 +414,14 @@ class RedisState:
         return self._run(call, offline)
 
     def reset(self, fingerprint: str, scope: Scope) -> None:
-        client = self._sync()[0]
-        pipe = client.pipeline(transaction=True)
-        pipe.delete(f"{self.prefix}:{{{fingerprint}}}:k")
-        pipe.delete(f"{scope_base(self.prefix, scope)}:c")
-        self._run(pipe.execute, lambda: None)
+        argv = [
+            key_base(self.prefix, fingerprint),
+            scope_base(self.prefix, scope),
+            gen_key(self.prefix),
+            SALT_TTL_S,
+        ]
+        self._seen.forget(fingerprint, scope)
+        self._run(lambda: self._sync()[1]["reset"](keys=self._keys, args=argv), lambda: None)
         if self._local is not None:
             self._local.reset(fingerprint, scope)
 
@@ -401,4 +431,4 @@ class RedisState:
         self._pid = -1
 
 
-_SCRIPTS = {"admit": ADMIT, "settle": SETTLE, "snapshot": SNAPSHOT}
+_SCRIPTS = {"admit": ADMIT, "settle": SETTLE, "snapshot": SNAPSHOT, "reset": RESET}

@@ -44,9 +44,43 @@ def safe_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
+def check_prefix(prefix: object) -> str:
+    """``prefix`` if it can be a hash tag: every key of a deployment shares ``{prefix}``."""
+    if not isinstance(prefix, str) or not prefix or "{" in prefix or "}" in prefix:
+        raise ValueError(
+            f"prefix must be a non-empty string without '{{' or '}}', not {prefix!r}: "
+            "RedisState puts every key name's hash tag around it (one slot on a Redis Cluster)."
+        )
+    return prefix
+
+
+def tag(prefix: str) -> str:
+    """``{prefix}``: the hash tag every key of one deployment starts with.
+
+    One admit reads and writes the keys of several (project, model) scopes and key
+    fingerprints in one Lua script, so on a Redis Cluster they must all live in one slot.
+    """
+    return f"{{{prefix}}}"
+
+
 def scope_base(prefix: str, scope: Scope) -> str:
-    """The name all Redis keys of one (project, model) start with; ``{...}`` is its hash tag."""
-    return f"{prefix}:{{{quote(scope.project, safe='')}|{quote(scope.model, safe='')}}}"
+    """The name all Redis keys of one (project, model) start with."""
+    return f"{{{prefix}}}:s:{quote(scope.project, safe='')}|{quote(scope.model, safe='')}"
+
+
+def key_base(prefix: str, fingerprint: str) -> str:
+    """The name all Redis keys of one API key (by fingerprint) start with."""
+    return f"{{{prefix}}}:{fingerprint}"
+
+
+def salt_key(prefix: str) -> str:
+    """The deployment's fingerprint salt (also the key scripts are routed by on a Cluster)."""
+    return f"{{{prefix}}}:salt"
+
+
+def gen_key(prefix: str) -> str:
+    """Changes whenever a quarantine or cooldown is set or lifted (see ``_state_redis_seen``)."""
+    return f"{{{prefix}}}:gen"
 
 
 def admit_args(
@@ -57,10 +91,11 @@ def admit_args(
     book_until_s: float | None,
     salt_key: str,
     salt_ttl_s: int,
+    known_gen: str,
 ) -> list[Any]:
     need = max(0, int(-(-tokens // 1)))
     argv: list[Any] = [
-        prefix,
+        tag(prefix),
         need,
         "" if book_until_s is None else repr(float(book_until_s)),
         pacific_offset(time.time()),
@@ -70,6 +105,7 @@ def admit_args(
         INFLIGHT_TTL_S,
         salt_key,
         salt_ttl_s,
+        known_gen,
     ]
     for c, base in zip(candidates, bases, strict=True):
         argv += cand_args(c, base)
@@ -101,7 +137,7 @@ def decode_admit(raw: list[Any], candidates: Sequence[Candidate], tokens: float)
         return Admit(int(index), res, float(now), warning)
     if kind == "w":
         return WaitUntil(float(_s(raw[1])), float(_s(raw[2])), _s(raw[3]))
-    items = [_s(x) for x in raw[2:]]
+    items = [_s(x) for x in raw[2:-1]]
     reasons = {items[i]: items[i + 1] for i in range(0, len(items), 2)}
     return AllQuarantined(reasons, float(_s(raw[1])))
 
@@ -109,7 +145,7 @@ def decode_admit(raw: list[Any], candidates: Sequence[Candidate], tokens: float)
 def settle_args(o: Settle, base: str, prefix: str) -> list[Any]:
     res = o.reservation
     argv: list[Any] = [
-        f"{prefix}:{{{o.fingerprint}}}",
+        key_base(prefix, o.fingerprint),
         base,
         res.id if res else "",
         "1" if res and res.counted else "0",
@@ -122,6 +158,7 @@ def settle_args(o: Settle, base: str, prefix: str) -> list[Any]:
         reason_code(o.quarantine) or "",
         QUARANTINE_TTL_S,
         LEARNED_TTL_S,
+        gen_key(prefix),
     ]
     for dim, value in o.learned.items():
         if dim in ("rpm", "tpm", "rpd"):

@@ -1,4 +1,5 @@
-"""Fixtures for the shared-state backends: a real redis-server, real SQLite files.
+"""Fixtures for the shared-state backends: a real redis-server, a real 3-node Redis
+Cluster, real SQLite files.
 
 Without ``redis-server`` on the PATH the Redis tests skip with a reason, except under
 ``CI=true``, where a missing server fails them (``.ci/run`` installs it).
@@ -123,6 +124,74 @@ def shared_redis() -> Iterator[RedisServer]:
 
 
 @dataclass
+class RedisClusterNodes:
+    """Three masters (``--cluster-enabled yes``) joined by ``redis-cli --cluster create``."""
+
+    nodes: list[RedisServer]
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def flush(self) -> None:
+        for node in self.nodes:
+            node.client().flushall()
+
+    def wait_ok(self) -> None:
+        deadline = time.monotonic() + 10
+        while any(n.client().cluster("info").get("cluster_state") != "ok" for n in self.nodes):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Redis Cluster did not reach cluster_state:ok")
+            time.sleep(0.05)
+
+    def keys(self) -> dict[int, list[str]]:
+        """Every key, by the port of the node that holds it."""
+        out = {}
+        for node in self.nodes:
+            out[node.port] = [k.decode() for k in node.client().scan_iter(count=1000)]
+        return out
+
+
+def start_cluster(directory: str) -> RedisClusterNodes:
+    nodes: list[RedisServer] = []
+    try:
+        for i in range(3):
+            own = os.path.join(directory, str(i))
+            os.mkdir(own)
+            args = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+            args += ["--cluster-port", str(_free_port())]  # not port + 10000: maybe taken
+            nodes.append(RedisServer(_free_port(), own, args))
+            nodes[-1].start()
+        if shutil.which("redis-cli") is None:
+            raise RuntimeError("redis-cli is not installed (it comes with redis-server)")
+        addresses = [f"127.0.0.1:{n.port}" for n in nodes]
+        subprocess.run(  # noqa: S603 (a fixed argv, no shell)
+            ["redis-cli", "--cluster", "create", *addresses, "--cluster-yes"],  # noqa: S607
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+        RedisClusterNodes(nodes).wait_ok()
+    except BaseException:
+        for node in nodes:
+            node.stop()
+        raise
+    return RedisClusterNodes(nodes)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterNodes]:
+    """A real 3-master Redis Cluster on loopback ports (flushed by the tests that need it)."""
+    _need_redis_server()
+    directory = tempfile.mkdtemp(prefix="gp-redis-cluster-")
+    cluster = start_cluster(directory)
+    yield cluster
+    for node in cluster.nodes:
+        node.stop()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@dataclass
 class Harness:
     """One backend under test, a way to make another instance on the same storage, and
     a way to let time pass (a moved clock; real time on Redis, which reads its own)."""
@@ -135,7 +204,7 @@ class Harness:
     directory: Path | None = None
 
 
-BACKENDS = ["memory", "disk", "redis"]
+BACKENDS = ["memory", "disk", "redis", "redis-cluster"]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -158,12 +227,20 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]
         for made in twins:
             made.close()
     else:
-        server: RedisServer = request.getfixturevalue("shared_redis")
-        server.client().flushall()
-        made_r: list[RedisState] = [RedisState(server.url, prefix="t")]
+        server: RedisServer | None = None
+        if kind == "redis":
+            server = request.getfixturevalue("shared_redis")
+            server.client().flushall()
+            url = server.url
+        else:
+            cluster: RedisClusterNodes = request.getfixturevalue("redis_cluster")
+            cluster.flush()
+            url = cluster.url
+        made_r: list[RedisState] = [RedisState(url, prefix="t")]
+        assert made_r[0].cluster is (kind == "redis-cluster")
 
         def twin_r() -> StateBackend:
-            made_r.append(RedisState(server.url, prefix="t"))
+            made_r.append(RedisState(url, prefix="t"))
             return made_r[-1]
 
         yield Harness(kind, made_r[0], twin_r, time.sleep, redis=server)

@@ -46,7 +46,7 @@ UTC = timezone.utc
 MakeLedger = Callable[[ManualClock], UsageLedger]
 
 
-@pytest.fixture(params=["disk", "redis"])
+@pytest.fixture(params=["disk", "redis", "redis-cluster"])
 def make_ledger(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[MakeLedger]:
@@ -61,11 +61,12 @@ def make_ledger(
             return made[-1]
 
     else:
-        server: RedisServer = request.getfixturevalue("shared_redis")
+        fixture = "shared_redis" if request.param == "redis" else "redis_cluster"
+        url = request.getfixturevalue(fixture).url
         prefix = f"t{uuid.uuid4().hex[:8]}"
 
         def make(clock: ManualClock) -> UsageLedger:
-            made.append(UsageLedger(url=server.url, prefix=prefix, clock=clock))
+            made.append(UsageLedger(url=url, prefix=prefix, clock=clock))
             return made[-1]
 
     yield make
@@ -319,7 +320,7 @@ def test_a_forked_child_never_saves_the_parents_backlog(
 
 
 def _keys(server: RedisServer, prefix: str) -> list[bytes]:
-    return sorted(server.client().scan_iter(match=f"{prefix}:*"))
+    return sorted(server.client().scan_iter(match=f"{{{prefix}}}:*"))  # {prefix}: a hash tag
 
 
 def test_every_key_has_a_ttl_by_its_period(shared_redis: RedisServer, clock: ManualClock) -> None:

@@ -9,7 +9,14 @@ from collections.abc import Callable
 import pytest
 
 from langchain_gemini_pool import QuotaLimits, RedisState
-from langchain_gemini_pool._state_types import Admit, Candidate, Scope, Settle, WaitUntil
+from langchain_gemini_pool._state_types import (
+    Admit,
+    AllQuarantined,
+    Candidate,
+    Scope,
+    Settle,
+    WaitUntil,
+)
 from tests.state.conftest import RedisServer
 
 S = Scope("proj", "gemini-2.5-flash")
@@ -134,3 +141,86 @@ def test_open_sends_without_limits(redis_factory: Callable[..., RedisServer]) ->
         assert decision.reservation.home == "open"
         state.settle(Settle(tight.fingerprint, S, decision.reservation, prompt_tokens=1))
     server.resume()
+
+
+def test_the_local_fallback_starts_from_what_redis_last_showed(
+    redis_factory: Callable[..., RedisServer],
+) -> None:
+    server = redis_factory()
+    state = RedisState(server.url, timeout=0.3)
+    other = RedisState(server.url)  # "another process" on the same Redis
+    good = Candidate(state.fingerprint("fake-key-still-good"), S, LIMITS)
+    bad = Candidate(state.fingerprint("fake-key-bad-elsewhere"), S, LIMITS)
+    hot = Scope("proj-hot", "gemini-2.5-pro")
+    cooled = Candidate(state.fingerprint("fake-key-hot-project"), hot, LIMITS)
+    first = state.admit([good, bad], 0)  # learns that nothing is wrong yet
+    assert isinstance(first, Admit)
+    other.settle(Settle(bad.fingerprint, S, quarantine="400 API_KEY_INVALID"))
+    other.settle(Settle(cooled.fingerprint, hot, cool_scope_s=60, cool_reason="429 per minute"))
+    # the next admit never looks at `bad` (`good` comes first and is free), yet its reply
+    # says what changed for every candidate
+    again = state.admit([good, bad, cooled], 0)
+    assert isinstance(again, Admit)
+    assert again.index == 0
+    server.proc.kill()  # type: ignore[union-attr]
+    server.proc.wait()  # type: ignore[union-attr]
+    offline = state.admit([bad, good], 0)
+    assert isinstance(offline, Admit)
+    assert offline.reservation.home == "local"
+    assert offline.index == 1  # the key another process found bad stays skipped
+    assert isinstance(state.admit([bad], 0), AllQuarantined)
+    waiting = state.admit([cooled], 0)
+    assert isinstance(waiting, WaitUntil)  # and its cooldown holds for what is left of it
+    assert waiting.reason == "429 per minute"
+    assert 50 < waiting.delay <= 60
+    snap = state.snapshot([good, bad])
+    assert snap.keys[bad.fingerprint].quarantine == "400 API_KEY_INVALID"
+    assert snap.keys[good.fingerprint].quarantine is None
+
+
+def test_a_status_read_is_remembered_and_a_lifted_quarantine_is_forgotten(
+    redis_factory: Callable[..., RedisServer],
+) -> None:
+    server = redis_factory()
+    state = RedisState(server.url, timeout=0.3)
+    other = RedisState(server.url)
+    a = Candidate(state.fingerprint("fake-key-seen-by-status"), S, LIMITS)
+    b = Candidate(state.fingerprint("fake-key-lifted-elsewhere"), S, LIMITS)
+    other.settle(Settle(a.fingerprint, S, quarantine="403 PERMISSION_DENIED"))
+    other.settle(Settle(b.fingerprint, S, quarantine="400 API_KEY_INVALID"))
+    assert state.snapshot([a, b]).keys[b.fingerprint].quarantine  # pool_status() reads
+    other.reset(b.fingerprint, S)  # lifted by another process (CLI `reset`)
+    assert isinstance(state.admit([b], 0), Admit)  # learns that it was lifted
+    server.proc.kill()  # type: ignore[union-attr]
+    server.proc.wait()  # type: ignore[union-attr]
+    assert isinstance(state.admit([a], 0), AllQuarantined)
+    decision = state.admit([b, a], 0)
+    assert isinstance(decision, Admit)
+    assert decision.index == 0
+
+
+def test_an_admit_carries_the_scan_only_after_a_change(
+    redis_factory: Callable[..., RedisServer],
+) -> None:
+    from langchain_gemini_pool._state_lua import ADMIT
+    from langchain_gemini_pool._state_redis_codec import admit_args, salt_key, scope_base
+
+    server = redis_factory()
+    state = RedisState(server.url, prefix="t")
+    c = Candidate(state.fingerprint("fake-key-scan"), S, LIMITS)
+    script = server.client().register_script(ADMIT)
+
+    def reply(known: str) -> list[object]:
+        argv = admit_args("t", [c], [scope_base("t", S)], 0, None, "", 0, known)
+        raw = script(keys=[salt_key("t")], args=argv)
+        assert isinstance(raw, list)
+        return list(raw[-1])
+
+    first = reply("?")
+    assert first == [b"", b"", b"", b"", b"", b""]  # no change ever: gen unset, all clear
+    assert reply("") == []  # the value just seen: nothing to send
+    state.settle(Settle(c.fingerprint, S, cool_key_s=30, cool_reason="500 INTERNAL"))
+    changed = reply("")
+    assert changed[0] and changed[1:4] == [b"", changed[2], b"500 INTERNAL"]
+    assert float(changed[2]) > 0
+    assert reply(changed[0].decode()) == []  # type: ignore[attr-defined]

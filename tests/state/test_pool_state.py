@@ -240,3 +240,34 @@ def test_usage_limits_without_a_ledger_hold_across_pools_on_one_state(
     with pytest.raises(UsageLimitExceededError):
         second.invoke("four", config=alice)  # the other pool's usage counts here too
     assert server.stats()["total"]["requests"] == 3
+
+
+def test_a_key_found_bad_elsewhere_stays_skipped_when_redis_dies(
+    server: FakeGeminiServer, redis_factory: Callable[..., RedisServer]
+) -> None:
+    from langchain_gemini_pool import mask_key
+    from langchain_gemini_pool._state_types import Scope, Settle
+
+    redis = redis_factory()
+    pool = ChatGeminiPool(
+        model=MODEL,
+        api_keys=KEYS,
+        base_url=server.base_url,
+        state=RedisState(redis.url, timeout=0.3),
+        limits=QuotaLimits(rpm=1000),
+    )
+    assert pool.invoke("one").content and pool.invoke("two").content  # both keys in use
+    other = RedisState(redis.url)  # another process finds KEYS[1] revoked
+    other.settle(
+        Settle(other.fingerprint(KEYS[1]), Scope("elsewhere", MODEL), quarantine="403 REVOKED")
+    )
+    assert pool.invoke("three").content  # this pool's admit learns it, no extra round trip
+    sent = server.stats()["keys"][mask_key(KEYS[1])]["requests"]
+    redis.stop()
+    for i in range(6):  # round robin would put KEYS[1] first every other request
+        assert pool.invoke(f"during the outage {i}").content
+    stats = server.stats()["keys"]
+    assert stats[mask_key(KEYS[1])]["requests"] == sent
+    assert stats[mask_key(KEYS[0])]["ok"] >= 7
+    rows = pool.pool_status()
+    assert (rows[1]["state"], rows[1]["reason"]) == ("invalid", "403 REVOKED")
