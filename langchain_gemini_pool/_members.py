@@ -180,6 +180,10 @@ class Members:
         with self._lock:
             return {s.get_secret_value() for s in self._secrets.values()}
 
+    def secret_of(self, index: int) -> SecretStr | None:
+        with self._lock:
+            return self._secrets.get(index)
+
     def first(self) -> SecretStr | None:
         """The key with the smallest index, if any key is left."""
         with self._lock:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Any
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, cast
 
 from pydantic import SecretStr
 
@@ -36,6 +37,7 @@ class PoolKeys(PoolParts):
     def add_keys(self, keys: Any) -> list[int]:
         """Add keys (a list, or a mapping project -> keys); returns their new indices."""
         indices = self._add_entries(normalize_keys(keys, "add_keys(keys)"))
+        self._derived.clear()  # books rebuilt for other settings would miss the new keys
         self._follow_first_key()
         return indices
 
@@ -46,6 +48,7 @@ class PoolKeys(PoolParts):
         (or none), never the removed one.
         """
         index = self._index_of(key_or_index)
+        self._derived.clear()
         self._scheduler.remove_key(index)
         self._members.remove(index)
         self._follow_first_key()
@@ -130,3 +133,98 @@ class PoolKeys(PoolParts):
         if limits is None or self._ledger is None:
             return {}
         return compute_overage(self._ledger, user_id, limits)
+
+
+class PoolKeySet(Mapping[str, list[SecretStr]]):
+    """What a built pool's ``api_keys`` field holds: its keys by project, read live.
+
+    LangChain rebuilds a model from its fields (``configurable_fields``,
+    ``configurable_alternatives``): given this, the rebuilt pool gets the same keys in the
+    same projects, not only ``google_api_key`` (the first). It shows no key text (``repr``
+    names the projects and counts), and refuses pickling as the pool does.
+    """
+
+    __slots__ = ("_pool",)
+
+    def __init__(self, pool: PoolKeys) -> None:
+        self._pool = weakref.ref(pool)  # no cycle: a dropped pool closes its client at once
+
+    @property
+    def pool(self) -> PoolKeys:
+        pool = self._pool()
+        if pool is None:
+            raise ValueError("The pool these keys belonged to is gone.")
+        return pool
+
+    def _by_project(self) -> dict[str, list[SecretStr]]:
+        pool = self._pool()
+        if pool is None:
+            return {}
+        found: dict[str, list[SecretStr]] = {}
+        for index in pool._scheduler.active_indices():
+            secret = pool._members.secret_of(index)
+            if secret is not None:
+                found.setdefault(pool._scheduler.project_of(index), []).append(secret)
+        return found
+
+    def __getitem__(self, project: str) -> list[SecretStr]:
+        return self._by_project()[project]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_project())
+
+    def __len__(self) -> int:
+        return len(self._by_project())
+
+    def __repr__(self) -> str:
+        counts = {project: len(keys) for project, keys in self._by_project().items()}
+        return f"PoolKeySet({counts})"
+
+    def __reduce__(self) -> Any:
+        raise TypeError("A pool's key set holds API keys and cannot be pickled.")
+
+
+class KeysFrom(list[KeyEntry]):
+    """Keys read from a built pool's ``PoolKeySet``, remembering that pool (see ``adopt``)."""
+
+    def __init__(self, entries: Sequence[KeyEntry], pool: PoolKeys) -> None:
+        super().__init__(entries)
+        self.pool = pool
+
+
+_BOOKS = ("model", "fallback_models", "prefer", "strategy", "rate_limit_cooldown", "limits")
+_SAME_OBJECT = ("state", "clock", "ledger", "usage_limits")
+_PARTS = ("_clock", "_state", "_scheduler", "_members", "_ledger")
+
+
+def _books_of(pool: PoolKeys) -> str:
+    """What a pool's books depend on, as a text (settings by value, objects by identity)."""
+    return repr([getattr(pool, n) for n in _BOOKS] + [id(getattr(pool, n)) for n in _SAME_OBJECT])
+
+
+def adopt(pool: PoolKeys, source: PoolKeys) -> bool:
+    """Let ``pool``, rebuilt from ``source``'s fields, keep books instead of starting empty: a
+    configured call then rotates, cools and counts as a call on ``source`` would.
+
+    With the same settings ``pool`` shares ``source``'s books (as ``model_copy`` does); with
+    other settings (another model, say) the books an earlier rebuild with those settings
+    made (see ``remember``). Returns False when there are none yet: ``pool`` builds its own.
+    """
+    mine = cast("dict[str, Any]", pool.__pydantic_private__)
+    theirs = cast("dict[str, Any]", source.__pydantic_private__)
+    books = theirs if _books_of(pool) == _books_of(source) else None
+    if books is None:
+        books = theirs["_derived"].get(_books_of(pool))
+    if books is None:
+        return False
+    mine.update({name: books[name] for name in _PARTS})
+    return True
+
+
+def remember(pool: PoolKeys, source: PoolKeys) -> None:
+    """Keep the books ``pool`` (rebuilt from ``source`` with other settings) just made, for
+    the next rebuild with the same settings. ``add_keys``/``remove_key`` on ``source`` forget
+    them (they would miss its new keys)."""
+    mine = cast("dict[str, Any]", pool.__pydantic_private__)
+    theirs = cast("dict[str, Any]", source.__pydantic_private__)
+    theirs["_derived"][_books_of(pool)] = {name: mine[name] for name in _PARTS}

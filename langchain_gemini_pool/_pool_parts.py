@@ -22,6 +22,7 @@ if TYPE_CHECKING:
         _members: Members
         _clock: Clock
         _ledger: Any
+        _derived: dict[str, dict[str, Any]]
         max_attempts: int | None
         max_wait: float
         limits: Any

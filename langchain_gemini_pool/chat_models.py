@@ -31,7 +31,7 @@ from langchain_gemini_pool._ladder import LadderScheduler
 from langchain_gemini_pool._members import Member, Members
 from langchain_gemini_pool._pool_build import check_limits, make_scheduler, resolve_state
 from langchain_gemini_pool._pool_cache import PoolCache
-from langchain_gemini_pool._pool_keys import PoolKeys
+from langchain_gemini_pool._pool_keys import KeysFrom, PoolKeys, PoolKeySet, adopt, remember
 from langchain_gemini_pool._pool_request import DEFAULT_USER, PoolRequest
 from langchain_gemini_pool._redact import clean_exception, secrets_in
 from langchain_gemini_pool._scheduler import Scheduler
@@ -73,7 +73,9 @@ class ChatGeminiPool(PoolRequest, PoolKeys, PoolCache, ChatGoogleGenerativeAI):
     """Keys: a list (each key its own project), a string of keys separated by commas or line
     breaks, or a mapping project -> keys. Default: loaded from the environment and ``.env``
     (see ``load_api_keys``). A key must be printable ASCII without whitespace or ``#``;
-    anything else is a ``ValueError`` naming its position, the key masked."""
+    anything else is a ``ValueError`` naming its position, the key masked. Once built, a
+    ``PoolKeySet``: the pool's keys by project, live, never shown (a model LangChain rebuilds
+    from the fields, as ``configurable_fields`` does, gets them all)."""
 
     env_file: str | None = Field(default=None, exclude=True)
     """The ``.env`` file to read keys from (default: the nearest one upward from the cwd)."""
@@ -128,6 +130,8 @@ class ChatGeminiPool(PoolRequest, PoolKeys, PoolCache, ChatGoogleGenerativeAI):
     _members: Members = PrivateAttr()
     _clock: Clock = PrivateAttr()
     _ledger: Any = PrivateAttr(default=None)
+    _derived: dict[str, dict[str, Any]] = PrivateAttr(default_factory=dict)
+    """Books of pools LangChain rebuilt from this one with other settings (``adopt``)."""
 
     # --- construction ----------------------------------------------------------------------
 
@@ -168,6 +172,8 @@ class ChatGeminiPool(PoolRequest, PoolKeys, PoolCache, ChatGoogleGenerativeAI):
         elif api_keys is None:
             api_keys, source = load_api_keys(values.get("env_file")), "the environment"
         entries = normalize_keys(api_keys, source)
+        if isinstance(api_keys, PoolKeySet):  # rebuilt from a pool's fields (configurable)
+            entries = KeysFrom(entries, api_keys.pool)
         check_headers(values.get("additional_headers"))
         values["api_keys"] = entries
         values["google_api_key"] = entries[0].secret
@@ -182,7 +188,7 @@ class ChatGeminiPool(PoolRequest, PoolKeys, PoolCache, ChatGoogleGenerativeAI):
     @model_validator(mode="after")
     def _build_pool(self) -> Self:
         entries = cast("list[KeyEntry]", self.api_keys)
-        self.api_keys = None  # key text lives only in the members, never in a field
+        self.api_keys = PoolKeySet(self)  # key text lives only in the members: a live view
         check_seconds("max_wait", self.max_wait)
         check_seconds("rate_limit_cooldown", self.rate_limit_cooldown)
         if self.max_attempts is not None and (
@@ -191,6 +197,8 @@ class ChatGeminiPool(PoolRequest, PoolKeys, PoolCache, ChatGoogleGenerativeAI):
             raise ValueError("max_attempts must be at least 1 (or None: each key once, >= 3).")
         limits = self.limits
         check_limits(limits)
+        if isinstance(entries, KeysFrom) and adopt(self, entries.pool):
+            return self
         self._clock = self.clock if self.clock is not None else SystemClock()
         self._state = resolve_state(self.state)
         self._scheduler = make_scheduler(
@@ -208,6 +216,8 @@ class ChatGeminiPool(PoolRequest, PoolKeys, PoolCache, ChatGoogleGenerativeAI):
         self._ledger = self.ledger
         if self._ledger is None and self.usage_limits is not None:
             self._ledger = self._default_ledger()
+        if isinstance(entries, KeysFrom):
+            remember(self, entries.pool)
         logger.info("Gemini API configured with %d API keys", len(entries))
         return self
 
