@@ -37,6 +37,7 @@ from collections import Counter
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from queue import Empty
 from typing import Any
 
 from langchain_gemini_pool.testing import FakeGeminiServer, Quota
@@ -174,6 +175,22 @@ def max_in_any_interval(times: list[float], span: float) -> int:
     return best
 
 
+def _collect(procs: list[Any], queue: Any, timeout_s: float, what: str) -> list[Any]:
+    """One message from each worker, or a clear error naming the worker that did not send it."""
+    got: list[Any] = []
+    deadline = time.monotonic() + timeout_s
+    while len(got) < len(procs):
+        try:
+            got.append(queue.get(timeout=0.5))
+        except Empty:
+            dead = [p for p in procs if p.exitcode not in (None, 0)]
+            if dead or time.monotonic() > deadline:
+                why = f"exit code {dead[0].exitcode}" if dead else f"no answer in {timeout_s:g} s"
+                msg = f"a worker process failed {what} ({why}); see its traceback above"
+                raise RuntimeError(msg) from None
+    return got
+
+
 def tightest_span(times: list[float], n: int) -> float:
     """The shortest interval holding ``n + 1`` of ``times`` (``inf`` if there are not that many)."""
     times = sorted(times)
@@ -198,17 +215,22 @@ def run_backend(setup: Setup, name: str, spec: tuple[str, str]) -> Result:
         ]
         for p in procs:
             p.start()
-        for _ in procs:
-            ready.get(timeout=120)
-        server.reset_stats()
-        server.arrivals.clear()
-        w = setup.window_s
-        start = (math.floor((time.time() + 0.3) / w) + 1) * w
-        for go in gos:
-            go.put(start)
-        answers = [a for _ in procs for a in out.get(timeout=60 + 10 * WINDOWS * w)]
-        for p in procs:
-            p.join(30)
+        try:
+            _collect(procs, ready, 120, "to build its pool and warm up")
+            server.reset_stats()
+            server.arrivals.clear()
+            w = setup.window_s
+            start = (math.floor((time.time() + 0.3) / w) + 1) * w
+            for go in gos:
+                go.put(start)
+            reports = _collect(procs, out, 60 + 10 * WINDOWS * w, "to send its prompts")
+        finally:
+            for p in procs:
+                p.join(5)
+                if p.exitcode is None:
+                    p.terminate()
+                    p.join(5)
+        answers = [a for report in reports for a in report]
         stats = server.stats()["models"].get(setup.model, {})
         arrivals = [(t, project) for t, project, target in server.arrivals if setup.model in target]
     calls = sum(p["requests"] for p in stats.values())
