@@ -232,7 +232,8 @@ def run_backend(setup: Setup, name: str, spec: tuple[str, str]) -> Result:
                     p.join(5)
         answers = [a for report in reports for a in report]
         stats = server.stats()["models"].get(setup.model, {})
-        arrivals = [(t, project) for t, project, target in server.arrivals if setup.model in target]
+        path = f"/models/{setup.model}:"
+        arrivals = [(t, project) for t, project, target in server.arrivals if path in target]
     calls = sum(p["requests"] for p in stats.values())
     limited = sum(p["rate_limited"] for p in stats.values())
     per_project: dict[str | None, list[float]] = {}
