@@ -25,6 +25,7 @@ interval (sliding, every arrival counted, refused or not) against its limit N.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import multiprocessing
@@ -72,7 +73,7 @@ class ArrivalLog(FakeGeminiServer):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.arrivals: list[tuple[float, str | None, str]] = []
+        self.arrivals: list[tuple[float, str | None, str, bytes]] = []
         self._arrivals_lock = threading.Lock()
 
     def answer(self, method: str, target: str, headers: Mapping[str, str], raw: bytes) -> Any:
@@ -81,7 +82,7 @@ class ArrivalLog(FakeGeminiServer):
         if ":generateContent" in target or ":streamGenerateContent" in target:
             key = headers.get("x-goog-api-key") or ""
             with self._arrivals_lock:
-                self.arrivals.append((now, self.project_of(key), target))
+                self.arrivals.append((now, self.project_of(key), target, raw))
         return reply
 
 
@@ -99,6 +100,24 @@ def _state(spec: tuple[str, str]) -> Any:
     return InMemoryState()
 
 
+def _note_slots(state: Any, prompt_of: threading.local) -> dict[str, float]:
+    """Note, per prompt, the time of the slot the backend gave it (``Reservation.at``): the
+    parent compares it with the request's arrival. Wraps this one instance's ``admit``."""
+    slots: dict[str, float] = {}
+    admit = state.admit
+
+    def noting(*args: Any, **kwargs: Any) -> Any:
+        decision = admit(*args, **kwargs)
+        reservation = getattr(decision, "reservation", None)
+        prompt = getattr(prompt_of, "prompt", None)
+        if reservation is not None and prompt is not None:
+            slots[prompt] = reservation.at
+        return decision
+
+    state.admit = noting
+    return slots
+
+
 def worker(
     setup: Setup,
     spec: tuple[str, str],
@@ -114,6 +133,8 @@ def worker(
     from langchain_gemini_pool import ChatGeminiPool, QuotaLimits
 
     state = _state(spec)
+    prompt_of = threading.local()
+    slots = _note_slots(state, prompt_of)
 
     def make(model: str) -> ChatGeminiPool:
         return ChatGeminiPool(
@@ -132,6 +153,7 @@ def worker(
     answers: list[tuple[float, bool, str]] = []
 
     def one(prompt: str) -> None:
+        prompt_of.prompt = prompt
         try:
             pool.invoke(prompt)
             answers.append((time.time(), True, ""))
@@ -142,7 +164,7 @@ def worker(
     with ThreadPoolExecutor(max(1, setup.concurrency // setup.procs)) as executor:
         list(executor.map(one, prompts))
     state.close()
-    out.put(answers)
+    out.put((answers, slots))
 
 
 # -- the parent -----------------------------------------------------------------------------
@@ -159,6 +181,7 @@ class Result:
     rate_limited: int = 0
     max_in_window: int = 0
     tightest: float = math.inf
+    lags_ms: list[float] = field(default_factory=list)
     seconds: float = 0.0
     windows: int = 0
     error_kinds: Counter[str] = field(default_factory=Counter)
@@ -230,15 +253,20 @@ def run_backend(setup: Setup, name: str, spec: tuple[str, str]) -> Result:
                 if p.exitcode is None:
                     p.terminate()
                     p.join(5)
-        answers = [a for report in reports for a in report]
+        answers = [a for report, _ in reports for a in report]
+        slots = {prompt: at for _, noted in reports for prompt, at in noted.items()}
         stats = server.stats()["models"].get(setup.model, {})
         path = f"/models/{setup.model}:"
-        arrivals = [(t, project) for t, project, target in server.arrivals if path in target]
+        arrivals = [(t, p, raw) for t, p, target, raw in server.arrivals if path in target]
     calls = sum(p["requests"] for p in stats.values())
     limited = sum(p["rate_limited"] for p in stats.values())
     per_project: dict[str | None, list[float]] = {}
-    for t, project in arrivals:
+    sent: dict[str, list[float]] = {}
+    for t, project, raw in arrivals:
         per_project.setdefault(project, []).append(t)
+        sent.setdefault(json.loads(raw)["contents"][0]["parts"][0]["text"], []).append(t)
+    # a prompt sent more than once (after a 429) has the slot of its last attempt only
+    lags_ms = [1e3 * (ts[0] - slots[p]) for p, ts in sent.items() if len(ts) == 1 and p in slots]
     last = max(t for t, _, _ in answers)
     windows = max(WINDOWS, math.ceil((last - start) / w))
     successes = sum(ok for _, ok, _ in answers)
@@ -251,6 +279,7 @@ def run_backend(setup: Setup, name: str, spec: tuple[str, str]) -> Result:
         rate_limited=limited,
         max_in_window=max(max_in_any_interval(ts, w) for ts in per_project.values()),
         tightest=min(tightest_span(ts, setup.n) for ts in per_project.values()),
+        lags_ms=sorted(lags_ms),
         seconds=last - start,
         windows=windows,
         error_kinds=Counter(kind for _, ok, kind in answers if not ok),
@@ -307,6 +336,14 @@ def table(setup: Setup, results: list[Result], *, skipped_redis: bool) -> str:
         if r.error_kinds:
             kinds = ", ".join(f"{c} {name}" for name, c in r.error_kinds.most_common())
             lines.append(f"{r.name}: errors: {kinds}")
+    margin_ms = 1e3 * min(0.25, 0.01 * w)  # span_of(): the window's in-flight margin
+    for r in results:
+        if r.lags_ms:
+            pick = [r.lags_ms[int(f * (len(r.lags_ms) - 1))] for f in (0.5, 0.99, 1.0)]
+            lines.append(
+                f"{r.name}: slot -> arrival lag p50 {pick[0]:.1f} ms, p99 {pick[1]:.1f} ms, "
+                f"max {pick[2]:.1f} ms (the windows' margin: {margin_ms:.0f} ms)"
+            )
     if skipped_redis:
         lines.append("RedisState: not run (no redis-server installed, and no --redis URL)")
     lines += [
@@ -315,6 +352,8 @@ def table(setup: Setup, results: list[Result], *, skipped_redis: bool) -> str:
         f"max in any {w:g} s = the most requests one project received in any {w:g}-s interval "
         "(sliding, refused ones too);",
         f"{n + 1} requests within = the shortest interval in which one project received {n + 1} "
-        f"requests (at least {w:g} s if its limit held in every {w:g}-s interval).",
+        f"requests (at least {w:g} s if its limit held in every {w:g}-s interval);",
+        "slot -> arrival lag = from the time of the slot the backend gave a request to its "
+        "arrival at the emulator (requests sent once).",
     ]
     return "\n".join(lines)
