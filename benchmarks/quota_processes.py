@@ -182,6 +182,8 @@ class Result:
     max_in_window: int = 0
     tightest: float = math.inf
     lags_ms: list[float] = field(default_factory=list)
+    max_slots: int = 0
+    """The most slots the backend gave one project in any window + margin (its own time)."""
     seconds: float = 0.0
     windows: int = 0
     error_kinds: Counter[str] = field(default_factory=Counter)
@@ -196,6 +198,14 @@ def max_in_any_interval(times: list[float], span: float) -> int:
             lo += 1
         best = max(best, hi - lo + 1)
     return best
+
+
+def span(setup: Setup) -> float:
+    """How long a slot counts in the pool's windows: ``window_s`` plus the in-flight margin."""
+    from langchain_gemini_pool import QuotaLimits
+    from langchain_gemini_pool._state_types import span_of
+
+    return span_of(QuotaLimits(rpm=setup.n, window_s=setup.window_s))
 
 
 def _collect(procs: list[Any], queue: Any, timeout_s: float, what: str) -> list[Any]:
@@ -262,9 +272,15 @@ def run_backend(setup: Setup, name: str, spec: tuple[str, str]) -> Result:
     limited = sum(p["rate_limited"] for p in stats.values())
     per_project: dict[str | None, list[float]] = {}
     sent: dict[str, list[float]] = {}
+    project_of: dict[str, str | None] = {}
     for t, project, raw in arrivals:
         per_project.setdefault(project, []).append(t)
-        sent.setdefault(json.loads(raw)["contents"][0]["parts"][0]["text"], []).append(t)
+        prompt = json.loads(raw)["contents"][0]["parts"][0]["text"]
+        sent.setdefault(prompt, []).append(t)
+        project_of[prompt] = project
+    slots_of: dict[str | None, list[float]] = {}
+    for prompt, at in slots.items():
+        slots_of.setdefault(project_of.get(prompt), []).append(at)
     # a prompt sent more than once (after a 429) has the slot of its last attempt only
     lags_ms = [1e3 * (ts[0] - slots[p]) for p, ts in sent.items() if len(ts) == 1 and p in slots]
     last = max(t for t, _, _ in answers)
@@ -280,6 +296,7 @@ def run_backend(setup: Setup, name: str, spec: tuple[str, str]) -> Result:
         max_in_window=max(max_in_any_interval(ts, w) for ts in per_project.values()),
         tightest=min(tightest_span(ts, setup.n) for ts in per_project.values()),
         lags_ms=sorted(lags_ms),
+        max_slots=max(max_in_any_interval(ts, span(setup)) for ts in slots_of.values()),
         seconds=last - start,
         windows=windows,
         error_kinds=Counter(kind for _, ok, kind in answers if not ok),
@@ -336,13 +353,14 @@ def table(setup: Setup, results: list[Result], *, skipped_redis: bool) -> str:
         if r.error_kinds:
             kinds = ", ".join(f"{c} {name}" for name, c in r.error_kinds.most_common())
             lines.append(f"{r.name}: errors: {kinds}")
-    margin_ms = 1e3 * min(0.25, 0.01 * w)  # span_of(): the window's in-flight margin
+    margin_ms = 1e3 * (span(setup) - w)
     for r in results:
         if r.lags_ms:
             pick = [r.lags_ms[int(f * (len(r.lags_ms) - 1))] for f in (0.5, 0.99, 1.0)]
             lines.append(
-                f"{r.name}: slot -> arrival lag p50 {pick[0]:.1f} ms, p99 {pick[1]:.1f} ms, "
-                f"max {pick[2]:.1f} ms (the windows' margin: {margin_ms:.0f} ms)"
+                f"{r.name}: slots given, at most {r.max_slots} / {n} in any {span(setup):g} s; "
+                f"slot -> arrival lag p50 {pick[0]:.1f} ms, p99 {pick[1]:.1f} ms, "
+                f"max {pick[2]:.1f} ms (the margin: {margin_ms:.0f} ms)"
             )
     if skipped_redis:
         lines.append("RedisState: not run (no redis-server installed, and no --redis URL)")
@@ -353,6 +371,8 @@ def table(setup: Setup, results: list[Result], *, skipped_redis: bool) -> str:
         "(sliding, refused ones too);",
         f"{n + 1} requests within = the shortest interval in which one project received {n + 1} "
         f"requests (at least {w:g} s if its limit held in every {w:g}-s interval);",
+        f"slots given = per project, the slot times the backend gave (its clock), in any "
+        f"window + margin ({span(setup):g} s);",
         "slot -> arrival lag = from the time of the slot the backend gave a request to its "
         "arrival at the emulator (requests sent once).",
     ]
