@@ -1,4 +1,4 @@
-"""Part 2 of ``benchmarks/quota_throughput.py``: the same quota, 4 worker processes sharing it.
+"""Part 2 of ``benchmarks/quota_throughput.py`` (issue #11): one quota, 4 worker processes.
 
 Not run by itself: ``python benchmarks/quota_throughput.py`` runs it after part 1
 (``--processes 0`` skips it, ``--only-processes`` runs only it, ``--redis URL`` uses your
