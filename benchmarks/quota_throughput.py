@@ -1,8 +1,11 @@
 """Benchmark (issue #4): throughput under per-project quotas, pool versus the usual set-ups.
 
-Run: ``python benchmarks/quota_throughput.py``. Stops by itself in about a minute and prints
-one table. LiteLLM is optional (``pip install litellm``, the ``bench`` extra); without it
-its row says why it was not run.
+Run: ``python benchmarks/quota_throughput.py``. Stops by itself in about two minutes and
+prints two tables: part 1 below, in one process; part 2 (``benchmarks/quota_processes.py``),
+the same quota shared by 4 worker processes on ``DiskState``, ``RedisState`` and, as the
+contrast, ``InMemoryState`` (``--processes 0`` skips it, ``--only-processes`` runs only it).
+LiteLLM is optional (``pip install litellm``, the ``bench`` extra); without it its row says
+why it was not run.
 
 Set-up, the same for every contender: K projects of one key each on the local emulator
 (``FakeGeminiServer`` on the real clock), each limited to N requests per W-second window (a
@@ -32,6 +35,7 @@ would read far above 100%). The floor of 3 windows charges giving up as lost thr
 
 from __future__ import annotations
 
+import argparse
 import logging
 import math
 import os
@@ -261,9 +265,27 @@ def table(rows: list[Row]) -> str:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--processes", type=int, default=4, help="worker processes in part 2 (0 skips it)"
+    )
+    parser.add_argument("--only-processes", action="store_true", help="run part 2 only")
+    parser.add_argument("--redis", help="a Redis URL for part 2 instead of starting one")
+    args = parser.parse_args()
     warnings.filterwarnings("ignore")
     logging.getLogger("langchain_gemini_pool").setLevel(logging.ERROR)
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # LiteLLM's leftover tasks at exit
+    if not args.only_processes:
+        part1()
+    if args.processes > 0:
+        import quota_processes  # benchmarks/quota_processes.py
+
+        setup = quota_processes.Setup(tuple(KEYS), N, W, MODEL, CONCURRENCY, args.processes)
+        print("\n" + quota_processes.part2(setup, args.redis))
+        sys.stdout.flush()
+
+
+def part1() -> None:
     rows = [
         run("(a) ChatGeminiPool, reactive", pool(None), f"max_wait={2 * W:g}"),
         run(
