@@ -305,23 +305,18 @@ def run_backend(setup: Setup, name: str, spec: tuple[str, str]) -> Result:
 
 def part2(setup: Setup, redis_url: str | None = None) -> str:
     """Run every backend with ``setup.procs`` processes; the table as text."""
-    from state import start_redis  # benchmarks/state.py: a throwaway redis-server
+    from state import redis_server  # benchmarks/state.py: a throwaway redis-server
 
-    started = None if redis_url else start_redis()
-    url = redis_url or (started[1] if started else None)
-    tmp = tempfile.mkdtemp(prefix="bench-quota-disk-")
-    backends: list[tuple[str, tuple[str, str]]] = [("DiskState", ("disk", f"{tmp}/state"))]
-    if url:
-        backends.append(("RedisState", ("redis", url)))
-    backends.append(("InMemoryState (not shared)", ("memory", "")))
-    try:
-        results = [run_backend(setup, name, spec) for name, spec in backends]
-    finally:
-        if started:
-            started[0].kill()
-            started[0].wait()
-            shutil.rmtree(started[2], ignore_errors=True)
-        shutil.rmtree(tmp, ignore_errors=True)
+    with redis_server(redis_url) as url:
+        tmp = tempfile.mkdtemp(prefix="bench-quota-disk-")
+        backends: list[tuple[str, tuple[str, str]]] = [("DiskState", ("disk", f"{tmp}/state"))]
+        if url:
+            backends.append(("RedisState", ("redis", url)))
+        backends.append(("InMemoryState (not shared)", ("memory", "")))
+        try:
+            results = [run_backend(setup, name, spec) for name, spec in backends]
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return table(setup, results, skipped_redis=url is None)
 
 

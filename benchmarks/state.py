@@ -182,6 +182,22 @@ def ping_us(url: str) -> float:
     return best
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(port: int, tries: int) -> None:
+    """Until something listens on loopback ``port`` (at most ``tries`` x 20 ms)."""
+    for _ in range(tries):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+
+
 class _Emulator:
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url
@@ -190,19 +206,12 @@ class _Emulator:
 @contextlib.contextmanager
 def emulator_process(latency: float) -> Iterator[_Emulator]:
     """The emulator (``python -m langchain_gemini_pool.testing``) in a process of its own."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     cmd = [sys.executable, "-m", "langchain_gemini_pool.testing", "--port", str(port)]
     cmd += ["--latency", str(latency)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
     try:
-        for _ in range(500):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-                break
-            except OSError:
-                time.sleep(0.02)
+        wait_for(port, 500)
         yield _Emulator(f"http://127.0.0.1:{port}")
     finally:
         proc.terminate()
@@ -212,20 +221,26 @@ def emulator_process(latency: float) -> Iterator[_Emulator]:
 def start_redis() -> tuple[subprocess.Popen[bytes], str, str] | None:
     if shutil.which("redis-server") is None:
         return None
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     directory = tempfile.mkdtemp(prefix="bench-redis-")
     cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
     cmd += ["--appendonly", "no", "--dir", directory]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)  # noqa: S603 (fixed argv)
-    for _ in range(200):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-            break
-        except OSError:
-            time.sleep(0.02)
+    wait_for(port, 200)
     return proc, f"redis://127.0.0.1:{port}/0", directory
+
+
+@contextlib.contextmanager
+def redis_server(url: str | None) -> Iterator[str | None]:
+    """``url`` if given, else a throwaway ``redis-server``'s (None when none is installed)."""
+    started = None if url else start_redis()
+    try:
+        yield url or (started[1] if started else None)
+    finally:
+        if started:
+            started[0].kill()
+            started[0].wait()
+            shutil.rmtree(started[2], ignore_errors=True)
 
 
 def main() -> int:
@@ -235,8 +250,12 @@ def main() -> int:
         "--no-pool", action="store_true", help="skip part 2 (whole pools on the emulator)"
     )
     args = parser.parse_args()
-    started = None if args.redis else start_redis()
-    url = args.redis or (started[1] if started else None)
+    with redis_server(args.redis) as url:
+        run(url, args.no_pool)
+    return 0
+
+
+def run(url: str | None, no_pool: bool) -> None:
     tmp = tempfile.mkdtemp(prefix="bench-state-")
     backends: list[tuple[str, Callable[[str], StateBackend]]] = [
         ("InMemoryState", lambda _tag: InMemoryState()),
@@ -252,7 +271,7 @@ def main() -> int:
                 print(row)
         if url:
             print(f"(reference: one Redis PING round trip, sync: {ping_us(url):.1f} µs)")
-        if not args.no_pool:
+        if not no_pool:
             print(
                 f"\ninvoke per call, median, interleaved ({POOL_CALLS[0.0]} calls at 0 ms, "
                 f"{POOL_CALLS[0.02]} at 20 ms); ratio to the bare model"
@@ -260,14 +279,9 @@ def main() -> int:
             for row in pool_rows(url, tmp):
                 print(row)
     finally:
-        if started:
-            started[0].kill()
-            started[0].wait()
-            shutil.rmtree(started[2], ignore_errors=True)
         shutil.rmtree(tmp, ignore_errors=True)
     if not url:
         print("RedisState: skipped (no redis-server installed, and no --redis URL)")
-    return 0
 
 
 if __name__ == "__main__":
