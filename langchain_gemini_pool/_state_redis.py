@@ -30,6 +30,7 @@ from langchain_gemini_pool._state_redis_codec import (
     scope_base,
     settle_args,
 )
+from langchain_gemini_pool._state_redis_wire import Wire
 from langchain_gemini_pool._state_types import (
     INFLIGHT_TTL_S,
     Admit,
@@ -101,6 +102,7 @@ class RedisState:
         self._pid = -1
         self._client: Any = None
         self._scripts: dict[str, Any] = {}
+        self._hot: Wire | None = None
         self._aclients: weakref.WeakKeyDictionary[Any, tuple[Any, dict[str, Any]]] = (
             weakref.WeakKeyDictionary()
         )
@@ -134,8 +136,15 @@ class RedisState:
             client = redis.Redis.from_url(self.url, **self._options())
             scripts = {name: client.register_script(src) for name, src in _SCRIPTS.items()}
             self._client, self._scripts, self._pid = client, scripts, os.getpid()
+            self._hot = Wire(client, _SCRIPTS)
             self._aclients = weakref.WeakKeyDictionary()
         return self._client, self._scripts
+
+    def _wire(self) -> Wire:
+        """The sync hot path: this thread's own connection (``_state_redis_wire``)."""
+        self._sync()
+        assert self._hot is not None
+        return self._hot
 
     def _async(self) -> dict[str, Any]:
         import asyncio
@@ -317,7 +326,7 @@ class RedisState:
 
         def call() -> Decision:
             argv = self._admit_argv(candidates, tokens, book_until_s)
-            raw = self._sync()[1]["admit"](args=argv)
+            raw = self._wire().call("admit", argv)
             return decode_admit(raw, candidates, tokens)
 
         return self._run(call, lambda: self._admit_offline(candidates, tokens, book_until_s))
@@ -353,9 +362,11 @@ class RedisState:
                 self._fallback().settle(outcome)
             return
         argv = settle_args(outcome, scope_base(self.prefix, outcome.scope), self.prefix)
-        self._run(
-            lambda: self._sync()[1]["settle"](args=argv), lambda: self._settle_offline(outcome)
-        )
+        wire = self._wire()
+        if outcome.cool_scope_s or outcome.cool_key_s or outcome.quarantine or outcome.learned:
+            self._run(lambda: wire.call("settle", argv), lambda: self._settle_offline(outcome))
+        else:  # nothing another process must see at once: written, its reply read later
+            self._run(lambda: wire.send("settle", argv), lambda: self._settle_offline(outcome))
 
     async def asettle(self, outcome: Settle) -> None:
         home = outcome.reservation.home if outcome.reservation else "backend"
@@ -376,7 +387,7 @@ class RedisState:
             argv += cand_args(c, scope_base(self.prefix, c.scope))
 
         def call() -> Snapshot:
-            return decode_snapshot(self._sync()[1]["snapshot"](args=argv), candidates)
+            return decode_snapshot(self._wire().call("snapshot", argv), candidates)
 
         def offline() -> Snapshot:
             if self.on_outage == "closed":
@@ -388,6 +399,7 @@ class RedisState:
 
     def reset(self, fingerprint: str, scope: Scope) -> None:
         client = self._sync()[0]
+        self._run(self._wire().flush, lambda: None)  # this thread's settles first
         pipe = client.pipeline(transaction=True)
         pipe.delete(f"{self.prefix}:{{{fingerprint}}}:k")
         pipe.delete(f"{scope_base(self.prefix, scope)}:c")
@@ -397,6 +409,10 @@ class RedisState:
 
     def close(self) -> None:
         if self._client is not None and self._pid == os.getpid():
+            if self._hot is not None:
+                with contextlib.suppress(Exception):
+                    self._hot.flush()
+                self._hot.close()
             self._client.close()
         self._pid = -1
 
