@@ -10,6 +10,13 @@ once) is written without waiting: its reply is read before this thread's next co
 same connection, and Redis runs one connection's commands in order, so this thread's next
 admit always sees it applied. Settles that carry a verdict use ``call`` and wait.
 
+A send is ``EVAL`` with the script's text, not ``EVALSHA``: a Redis that does not know the
+script yet (new, restarted, ``SCRIPT FLUSH``) would answer ``NOSCRIPT`` without running it,
+and that answer would only be read at this thread's next command, maybe much later. Until
+then a slot given back would stay taken for every other process, which may all be waiting
+for it (with this thread waiting for them): a hang. ``EVAL`` always runs (Redis hashes the
+5 KB text, ~7 µs, while this thread is already on its way).
+
 What keeps a connection from ever serving a reply to the wrong command (a stray reply is how
 a reader waits for an answer that already went elsewhere):
 
@@ -54,7 +61,7 @@ class _Conn:
         self.pid = os.getpid()
         self.buf = b""
         self.pos = 0
-        self.owed: list[tuple[str, list[Any]]] = []  # sent, reply not read yet
+        self.owed: list[str] = []  # scripts sent whose reply is not read yet
 
     def close(self) -> None:
         self.owed.clear()
@@ -117,9 +124,10 @@ class Wire:
         self._sources = scripts
         self._shas = {n: hashlib.sha1(s.encode()).hexdigest() for n, s in scripts.items()}  # noqa: S324 (Redis names scripts by SHA-1)
         self._scripts = {n: client.register_script(s) for n, s in scripts.items()}
+        self._texts = {n: s.encode() for n, s in scripts.items()}
         self._local = threading.local()
         self._all: weakref.WeakSet[_Conn] = weakref.WeakSet()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a finalizer may settle while this thread holds it
 
     def call(self, name: str, argv: list[Any]) -> Any:
         """Run script ``name`` and return its reply (after this thread's earlier sends)."""
@@ -154,11 +162,11 @@ class Wire:
             conn = self._conn()
             try:
                 self._drain(conn)
-                conn.sock.sendall(pack(b"EVALSHA", self._shas[name], 0, *argv))
+                conn.sock.sendall(pack(b"EVAL", self._texts[name], 0, *argv))
             except BaseException as exc:
                 self._drop(conn)
                 raise self._redis_error(exc) from None
-            conn.owed.append((name, argv))
+            conn.owed.append(name)
         finally:
             loc.busy = False
 
@@ -207,12 +215,9 @@ class Wire:
     def _drain(self, conn: _Conn) -> None:
         while conn.owed:
             got = conn.reply()
-            name, argv = conn.owed.pop(0)
-            if isinstance(got, _Error):
-                if got.startswith(b"NOSCRIPT"):  # not run (a new or flushed Redis): run it now
-                    self._load_and_run(conn, name, argv)
-                else:  # a script error is a bug, not an outage: say so, do not stop
-                    logger.error("Shared state: a settle failed in Redis: %s", got.decode())
+            name = conn.owed.pop(0)
+            if isinstance(got, _Error):  # a script error is a bug, not an outage: say so
+                logger.error("Shared state: a %s failed in Redis: %s", name, got.decode())
 
     def _on_error(self, conn: _Conn, got: _Error, name: str, argv: list[Any]) -> Any:
         if got.startswith(b"NOSCRIPT"):
