@@ -2,8 +2,9 @@
 
 Each decision is one Lua script (``_state_lua.py``) run atomically in Redis with the
 server's clock. redis-py is an optional extra, imported when a ``RedisState`` is built.
-Sync methods use ``redis.Redis``; async ones ``redis.asyncio`` (one client per event loop),
-so the event loop never blocks on Redis. Clients are rebuilt after ``fork``.
+Sync methods run the scripts over one connection per thread (``_state_redis_wire.py``);
+async ones use ``redis.asyncio`` (one client per event loop), so the event loop never blocks
+on Redis. Clients are rebuilt after ``fork``.
 """
 
 from __future__ import annotations
@@ -136,15 +137,17 @@ class RedisState:
             client = redis.Redis.from_url(self.url, **self._options())
             scripts = {name: client.register_script(src) for name, src in _SCRIPTS.items()}
             self._client, self._scripts, self._pid = client, scripts, os.getpid()
-            self._hot = Wire(client, _SCRIPTS)
+            self._hot = Wire.of(client, _SCRIPTS)
             self._aclients = weakref.WeakKeyDictionary()
         return self._client, self._scripts
 
-    def _wire(self) -> Wire:
-        """The sync hot path: this thread's own connection (``_state_redis_wire``)."""
-        self._sync()
-        assert self._hot is not None
-        return self._hot
+    def _script(self, name: str, argv: list[Any], *, wait: bool = True) -> Any:
+        """Run a script over this thread's own connection (``_state_redis_wire``); with
+        ``wait=False`` its reply is read at this thread's next command."""
+        scripts = self._sync()[1]
+        if self._hot is None:  # a client the wire does not speak for
+            return scripts[name](args=argv)
+        return self._hot.call(name, argv) if wait else self._hot.send(name, argv)
 
     def _async(self) -> dict[str, Any]:
         import asyncio
@@ -326,7 +329,7 @@ class RedisState:
 
         def call() -> Decision:
             argv = self._admit_argv(candidates, tokens, book_until_s)
-            raw = self._wire().call("admit", argv)
+            raw = self._script("admit", argv)
             return decode_admit(raw, candidates, tokens)
 
         return self._run(call, lambda: self._admit_offline(candidates, tokens, book_until_s))
@@ -362,11 +365,12 @@ class RedisState:
                 self._fallback().settle(outcome)
             return
         argv = settle_args(outcome, scope_base(self.prefix, outcome.scope), self.prefix)
-        wire = self._wire()
-        if outcome.cool_scope_s or outcome.cool_key_s or outcome.quarantine or outcome.learned:
-            self._run(lambda: wire.call("settle", argv), lambda: self._settle_offline(outcome))
-        else:  # nothing another process must see at once: written, its reply read later
-            self._run(lambda: wire.send("settle", argv), lambda: self._settle_offline(outcome))
+        # a verdict waits (every process must see it once this returns); a plain settle not
+        wait = bool(outcome.cool_scope_s or outcome.cool_key_s or outcome.quarantine)
+        wait = wait or bool(outcome.learned)
+        self._run(
+            lambda: self._script("settle", argv, wait=wait), lambda: self._settle_offline(outcome)
+        )
 
     async def asettle(self, outcome: Settle) -> None:
         home = outcome.reservation.home if outcome.reservation else "backend"
@@ -387,7 +391,7 @@ class RedisState:
             argv += cand_args(c, scope_base(self.prefix, c.scope))
 
         def call() -> Snapshot:
-            return decode_snapshot(self._wire().call("snapshot", argv), candidates)
+            return decode_snapshot(self._script("snapshot", argv), candidates)
 
         def offline() -> Snapshot:
             if self.on_outage == "closed":
@@ -399,7 +403,8 @@ class RedisState:
 
     def reset(self, fingerprint: str, scope: Scope) -> None:
         client = self._sync()[0]
-        self._run(self._wire().flush, lambda: None)  # this thread's settles first
+        if self._hot is not None:
+            self._run(self._hot.flush, lambda: None)  # this thread's settles first
         pipe = client.pipeline(transaction=True)
         pipe.delete(f"{self.prefix}:{{{fingerprint}}}:k")
         pipe.delete(f"{scope_base(self.prefix, scope)}:c")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Sequence
@@ -44,6 +45,7 @@ def safe_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
+@functools.lru_cache(maxsize=4096)
 def scope_base(prefix: str, scope: Scope) -> str:
     """The name all Redis keys of one (project, model) start with; ``{...}`` is its hash tag."""
     return f"{prefix}:{{{quote(scope.project, safe='')}|{quote(scope.model, safe='')}}}"

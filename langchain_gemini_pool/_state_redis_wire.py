@@ -129,6 +129,13 @@ class Wire:
         self._all: weakref.WeakSet[_Conn] = weakref.WeakSet()
         self._lock = threading.RLock()  # a finalizer may settle while this thread holds it
 
+    @classmethod
+    def of(cls, client: Any, scripts: dict[str, str]) -> Wire | None:
+        """A wire for ``client``, or None for a client it does not speak for (a cluster)."""
+        import redis
+
+        return cls(client, scripts) if type(client) is redis.Redis else None
+
     def call(self, name: str, argv: list[Any]) -> Any:
         """Run script ``name`` and return its reply (after this thread's earlier sends)."""
         loc = self._local
@@ -255,17 +262,35 @@ class _ScriptError(Exception):
     """Redis answered with an error: the connection is still in step."""
 
 
+_BULK: dict[str, bytes] = {}
+"""Packed text arguments (key names, fingerprints, limits repeat call after call)."""
+
+
 def pack(*args: Any) -> bytes:
     """One RESP command from ``bytes``/``str``/``int``/``float`` arguments."""
     parts = [b"*%d\r\n" % len(args)]
+    add, bulk = parts.append, _BULK
     for arg in args:
-        if isinstance(arg, bytes):
+        kind = type(arg)
+        if kind is str:
+            chunk = bulk.get(arg)
+            if chunk is None:
+                data = arg.encode()
+                chunk = b"$%d\r\n%s\r\n" % (len(data), data)
+                if len(bulk) >= 4096:  # reservation ids are new each call: stay bounded
+                    bulk.clear()
+                bulk[arg] = chunk
+            add(chunk)
+            continue
+        if kind is bytes:
             data = arg
+        elif kind is int or kind is float:
+            data = repr(arg).encode()
         elif isinstance(arg, str):
-            data = arg.encode()
+            data = str(arg).encode()
         elif isinstance(arg, int | float) and not isinstance(arg, bool):
             data = repr(arg).encode()
         else:
             raise TypeError(f"A Redis argument must be str, int, float or bytes, not {arg!r}.")
-        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+        add(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(parts)
