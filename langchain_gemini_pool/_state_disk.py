@@ -48,6 +48,8 @@ from langchain_gemini_pool._state_types import (
 )
 
 FILENAME = "gemini-pool-state.sqlite3"
+RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
+"""SQLite answers ``RETURNING`` (one statement instead of two where it does)."""
 
 
 class DiskState:
@@ -101,6 +103,12 @@ class DiskState:
         if getattr(local, "pid", None) != os.getpid():  # new thread, or a forked child
             conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
+            # NORMAL under WAL: a commit appends to the WAL without fsync; the WAL is synced
+            # at each checkpoint. A process crash loses nothing (the OS has the writes); power
+            # loss can drop the last commits but never corrupts the file. What they held
+            # (slots of calls in flight, a cooldown) is short-lived state: losing it errs
+            # towards sending a little early after a machine restart, which every limit
+            # tolerates as a 429 answered by a cooldown.
             conn.execute("PRAGMA synchronous=NORMAL")
             local.conn, local.pid = conn, os.getpid()
         conn_: sqlite3.Connection = local.conn
@@ -169,21 +177,12 @@ class DiskState:
         if take.limits is not None:
             p, m = cand.scope.project, cand.scope.model
             conn.execute("INSERT INTO events VALUES (?, ?, ?, ?, ?)", (p, m, rid, take.at, tokens))
-            conn.execute("INSERT OR IGNORE INTO scopes (project, model) VALUES (?, ?)", (p, m))
             conn.execute(
-                "UPDATE scopes SET n = n + 1, token_sum = token_sum + ?"
-                " WHERE project = ? AND model = ?",
-                (tokens, p, m),
+                "INSERT INTO scopes (project, model, n, token_sum) VALUES (?, ?, 1, ?)"
+                " ON CONFLICT DO UPDATE SET n = n + 1, token_sum = token_sum + excluded.token_sum",
+                (p, m, tokens),
             )
-            conn.execute(
-                "INSERT INTO days (project, model, day, count) VALUES (?, ?, ?, 1)"
-                " ON CONFLICT DO UPDATE SET count = count + 1",
-                (p, m, at_day),
-            )
-            count, warned = conn.execute(
-                "SELECT count, warned FROM days WHERE project = ? AND model = ? AND day = ?",
-                (p, m, at_day),
-            ).fetchone()
+            count, warned = self._count_day(conn, p, m, at_day)
             warning = None if warned else warning_of(cand.scope, count, take.limits)
             if warning is not None:
                 conn.execute(
@@ -194,6 +193,23 @@ class DiskState:
             cand.fingerprint, cand.scope, rid, take.at, tokens, at_day, take.limits is not None
         )
         return Admit(take.index, res, now, warning)
+
+    @staticmethod
+    def _count_day(conn: sqlite3.Connection, p: str, m: str, day: int) -> tuple[int, int]:
+        """One more request on ``day``: the day's count and warned flag after it."""
+        count_it = (
+            "INSERT INTO days (project, model, day, count) VALUES (?, ?, ?, 1)"
+            " ON CONFLICT DO UPDATE SET count = count + 1"
+        )
+        if RETURNING:
+            ((count, warned),) = conn.execute(count_it + " RETURNING count, warned", (p, m, day))
+            return count, warned
+        conn.execute(count_it, (p, m, day))
+        count, warned = conn.execute(
+            "SELECT count, warned FROM days WHERE project = ? AND model = ? AND day = ?",
+            (p, m, day),
+        ).fetchone()
+        return count, warned
 
     @staticmethod
     def _key_views(conn: sqlite3.Connection, fps: list[str], now: float) -> dict[str, KeyView]:
@@ -263,11 +279,12 @@ class DiskState:
         res = o.reservation
         if res is not None:
             conn.execute("DELETE FROM flights WHERE id = ?", (res.id,))
+        if res is not None and o.cancel:
             old = conn.execute(
                 "SELECT tokens FROM events WHERE project = ? AND model = ? AND id = ?",
                 (p, m, res.id),
             ).fetchone()
-            if old is not None and o.cancel:
+            if old is not None:
                 conn.execute(
                     "DELETE FROM events WHERE project = ? AND model = ? AND id = ?", (p, m, res.id)
                 )
@@ -281,16 +298,19 @@ class DiskState:
                     " WHERE project = ? AND model = ? AND day = ? AND count > 0",
                     (p, m, res.day),
                 )
-            elif old is not None and o.prompt_tokens is not None:
-                tokens = max(0, int(o.prompt_tokens))
-                conn.execute(
-                    "UPDATE events SET tokens = ? WHERE project = ? AND model = ? AND id = ?",
-                    (tokens, p, m, res.id),
-                )
-                conn.execute(
-                    "UPDATE scopes SET token_sum = token_sum + ? WHERE project = ? AND model = ?",
-                    (tokens - old[0], p, m),
-                )
+        elif res is not None and o.prompt_tokens is not None:  # the real count replaces the guess
+            row = {"p": p, "m": m, "id": res.id, "tokens": max(0, int(o.prompt_tokens))}
+            conn.execute(
+                "UPDATE scopes SET token_sum = token_sum + :tokens - ("
+                "SELECT tokens FROM events WHERE project = :p AND model = :m AND id = :id)"
+                " WHERE project = :p AND model = :m AND EXISTS ("
+                "SELECT 1 FROM events WHERE project = :p AND model = :m AND id = :id)",
+                row,
+            )
+            conn.execute(
+                "UPDATE events SET tokens = :tokens WHERE project = :p AND model = :m AND id = :id",
+                row,
+            )
         reason = reason_code(o.cool_reason) or "cooling down"
         if o.cool_scope_s is not None or o.learned:
             conn.execute("INSERT OR IGNORE INTO scopes (project, model) VALUES (?, ?)", (p, m))
