@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import select
 import socket
 import threading
 import weakref
@@ -58,10 +59,16 @@ class _Conn:
         if sock is None:  # pragma: no cover - every redis-py from 3.0 to 8 keeps it there
             raise RuntimeError("redis-py keeps its socket elsewhere: RedisState needs an update.")
         self.sock: socket.socket = sock
+        self.poll = select.poll()
+        self.poll.register(sock, select.POLLIN)
         self.pid = os.getpid()
         self.buf = b""
         self.pos = 0
         self.owed: list[str] = []  # scripts sent whose reply is not read yet
+
+    def stale(self) -> bool:
+        """Readable with no reply owed: closed by Redis (a restart, its client timeout)."""
+        return bool(self.poll.poll(0))
 
     def close(self) -> None:
         self.owed.clear()
@@ -143,18 +150,15 @@ class Wire:
             return self._aside(name, argv)
         loc.busy = True
         try:
-            conn = self._conn()
-            try:
-                self._drain(conn)
-                conn.sock.sendall(pack(b"EVALSHA", self._shas[name], 0, *argv))
-                got = conn.reply()
-                if isinstance(got, _Error):
-                    got = self._on_error(conn, got, name, argv)
-                return got
-            except BaseException as exc:
-                if not isinstance(exc, _ScriptError):
-                    self._drop(conn)
-                raise self._redis_error(exc) from None
+            conn = self._ready()
+            conn.sock.sendall(pack(b"EVALSHA", self._shas[name], 0, *argv))
+            got = conn.reply()
+            return self._on_error(conn, got, name, argv) if isinstance(got, _Error) else got
+        except _ScriptError as exc:  # answered: the connection is still in step
+            raise _as_redis_error(exc) from None
+        except BaseException as exc:
+            self._drop()
+            raise _as_redis_error(exc) from None
         finally:
             loc.busy = False
 
@@ -166,14 +170,12 @@ class Wire:
             return
         loc.busy = True
         try:
-            conn = self._conn()
-            try:
-                self._drain(conn)
-                conn.sock.sendall(pack(b"EVAL", self._texts[name], 0, *argv))
-            except BaseException as exc:
-                self._drop(conn)
-                raise self._redis_error(exc) from None
+            conn = self._ready()
+            conn.sock.sendall(pack(b"EVAL", self._texts[name], 0, *argv))
             conn.owed.append(name)
+        except BaseException as exc:
+            self._drop()
+            raise _as_redis_error(exc) from None
         finally:
             loc.busy = False
 
@@ -187,8 +189,8 @@ class Wire:
         try:
             self._drain(conn)
         except BaseException as exc:
-            self._drop(conn)
-            raise self._redis_error(exc) from None
+            self._drop()
+            raise _as_redis_error(exc) from None
         finally:
             loc.busy = False
 
@@ -203,6 +205,16 @@ class Wire:
 
     # --- inside ---------------------------------------------------------------------------
 
+    def _ready(self) -> _Conn:
+        """This thread's connection, its owed replies read, fresh if Redis closed it."""
+        conn = self._conn()
+        if conn.owed:
+            self._drain(conn)
+        if conn.stale():  # as redis-py's pool does at checkout: a reconnect, not an outage
+            self._drop()
+            conn = self._conn()
+        return conn
+
     def _conn(self) -> _Conn:
         loc = self._local
         conn: _Conn | None = getattr(loc, "conn", None)
@@ -214,10 +226,12 @@ class Wire:
                 self._all.add(conn)
         return conn
 
-    def _drop(self, conn: _Conn) -> None:
-        if getattr(self._local, "conn", None) is conn:
-            self._local.conn = None
-        conn.close()
+    def _drop(self) -> None:
+        """Forget this thread's connection, and what it owed (its sends may be lost)."""
+        conn: _Conn | None = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            conn.close()
 
     def _drain(self, conn: _Conn) -> None:
         while conn.owed:
@@ -245,17 +259,19 @@ class Wire:
         """A command made while this thread is inside one: redis-py's pool, waited for."""
         return self._scripts[name](args=argv)
 
-    @staticmethod
-    def _redis_error(exc: BaseException) -> BaseException:
-        import redis
 
-        if isinstance(exc, _ScriptError):
-            return redis.ResponseError(str(exc))
-        if isinstance(exc, TimeoutError | socket.timeout):
-            return redis.TimeoutError(f"Timeout talking to Redis ({type(exc).__name__})")
-        if isinstance(exc, OSError | ConnectionError | ValueError | IndexError):
-            return redis.ConnectionError(f"Lost the connection to Redis ({type(exc).__name__})")
-        return exc
+def _as_redis_error(exc: BaseException) -> BaseException:
+    """What the caller's outage policy understands: redis-py's errors."""
+    from redis import exceptions
+
+    err: BaseException = exc
+    if isinstance(exc, _ScriptError):  # answered: the connection is still in step
+        err = exceptions.ResponseError(str(exc))
+    elif isinstance(exc, TimeoutError | socket.timeout):
+        err = exceptions.TimeoutError(f"Timeout talking to Redis ({type(exc).__name__})")
+    elif isinstance(exc, OSError | ConnectionError | ValueError | IndexError):
+        err = exceptions.ConnectionError(f"Lost the connection to Redis ({type(exc).__name__})")
+    return err
 
 
 class _ScriptError(Exception):

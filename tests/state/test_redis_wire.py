@@ -154,3 +154,30 @@ def test_a_read_cut_short_drops_the_connection_and_what_it_owed(server: RedisSer
         assert snap.scopes[S].room["rpm"] == 98
     finally:
         state.close()
+
+
+def test_a_restarted_redis_is_a_reconnect_not_an_outage(
+    redis_factory: Callable[..., RedisServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A connection Redis closed while idle (a restart) is replaced before the next command,
+    as redis-py's pool does: no outage, no WARNING, and the decision is Redis's."""
+    server = redis_factory()
+    state = RedisState(server.url, prefix="w")
+    try:
+        a = Candidate(state.fingerprint("fake-key-wire-AAAA"), S, QuotaLimits(rpm=100))
+
+        def scenario() -> Any:
+            done = admitted(state.admit([a], 10))
+            state.settle(Settle(a.fingerprint, S, done.reservation, prompt_tokens=5))
+            state.snapshot([a])  # the settle's reply read: nothing owed when Redis goes
+            server.stop()
+            server.start()  # same port, empty (no persistence), knows no script
+            admitted(state.admit([a], 10))
+            return state.snapshot([a])
+
+        snap = within(20, scenario)
+        assert snap.shared and snap.backend == "redis"
+        assert snap.scopes[S].room["rpm"] == 99  # counted in the new Redis, not locally
+        assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    finally:
+        state.close()
