@@ -53,7 +53,8 @@ class _Conn:
     def __init__(self, client: Any) -> None:
         pool = client.connection_pool
         options = {k: v for k, v in pool.connection_kwargs.items() if not k.startswith("maint_")}
-        self.rconn = pool.connection_class(**options, protocol=2)  # RESP2: no push frames
+        options["protocol"] = 2  # RESP2, whatever the URL asks: no push frames to skip
+        self.rconn = pool.connection_class(**options)
         self.rconn.connect()  # handshake (AUTH, SELECT, TLS) by redis-py; then the socket is ours
         sock = getattr(self.rconn, "_sock", None)
         if sock is None:  # pragma: no cover - every redis-py from 3.0 to 8 keeps it there

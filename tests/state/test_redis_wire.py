@@ -181,3 +181,15 @@ def test_a_restarted_redis_is_a_reconnect_not_an_outage(
         assert not [r for r in caplog.records if r.levelname == "WARNING"]
     finally:
         state.close()
+
+
+def test_a_url_asking_for_resp3_still_works(server: RedisServer) -> None:
+    """The wire speaks RESP2 on its own connections, whatever the URL asks of redis-py."""
+    state = RedisState(server.url + "?protocol=3", prefix="w")
+    try:
+        a = Candidate(state.fingerprint("fake-key-wire-AAAA"), S, QuotaLimits(rpm=100))
+        done = admitted(within(20, lambda: state.admit([a], 10)))
+        state.settle(Settle(a.fingerprint, S, done.reservation, prompt_tokens=5))
+        assert state.snapshot([a]).scopes[S].room["rpm"] == 99
+    finally:
+        state.close()
