@@ -415,8 +415,6 @@ class RedisState:
     def close(self) -> None:
         if self._client is not None and self._pid == os.getpid():
             if self._hot is not None:
-                with contextlib.suppress(Exception):
-                    self._hot.flush()
                 self._hot.close()
             self._client.close()
         self._pid = -1

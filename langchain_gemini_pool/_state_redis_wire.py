@@ -31,6 +31,7 @@ a reader waits for an answer that already went elsewhere):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -196,7 +197,10 @@ class Wire:
             loc.busy = False
 
     def close(self) -> None:
-        """Disconnect every thread's connection (each reconnects at its next command)."""
+        """Disconnect every thread's connection (each reconnects at its next command),
+        this thread's owed replies read first (so its sends are applied)."""
+        with contextlib.suppress(Exception):
+            self.flush()
         with self._lock:
             conns = list(self._all)
             self._all = weakref.WeakSet()
