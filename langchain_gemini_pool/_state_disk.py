@@ -26,7 +26,14 @@ from langchain_gemini_pool._state_decide import (
     room_of,
     warning_of,
 )
-from langchain_gemini_pool._state_sqlite import SCHEMA, Events
+from langchain_gemini_pool._state_sqlite import (
+    BUSY_WAIT_S,
+    RETURNING,
+    SCHEMA,
+    Events,
+    begin,
+    connect,
+)
 from langchain_gemini_pool._state_types import (
     INFLIGHT_TTL_S,
     QUARANTINE_TTL_S,
@@ -48,8 +55,6 @@ from langchain_gemini_pool._state_types import (
 )
 
 FILENAME = "gemini-pool-state.sqlite3"
-RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
-"""SQLite answers ``RETURNING`` (one statement instead of two where it does)."""
 
 
 class DiskState:
@@ -84,11 +89,13 @@ class DiskState:
         self._admits = 0
         try:
             conn = self._conn()
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_WAIT_S * 1000)}")  # many starting
             conn.executescript(SCHEMA)
             conn.execute("INSERT OR IGNORE INTO meta VALUES ('salt', ?)", (os.urandom(32),))
             self._salt = bytes(
                 conn.execute("SELECT value FROM meta WHERE name='salt'").fetchone()[0]
             )
+            conn.execute("PRAGMA busy_timeout = 1")
         except sqlite3.Error as exc:
             raise ValueError(
                 f"DiskState cannot open {str(self.path)!r} ({exc}); "
@@ -101,15 +108,7 @@ class DiskState:
     def _conn(self) -> sqlite3.Connection:
         local = self._local
         if getattr(local, "pid", None) != os.getpid():  # new thread, or a forked child
-            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            # NORMAL under WAL: a commit appends to the WAL without fsync; the WAL is synced
-            # at each checkpoint. A process crash loses nothing (the OS has the writes); power
-            # loss can drop the last commits but never corrupts the file. What they held
-            # (slots of calls in flight, a cooldown) is short-lived state: losing it errs
-            # towards sending a little early after a machine restart, which every limit
-            # tolerates as a 429 answered by a cooldown.
-            conn.execute("PRAGMA synchronous=NORMAL")
+            conn = connect(self.path)
             local.conn, local.pid = conn, os.getpid()
         conn_: sqlite3.Connection = local.conn
         return conn_
@@ -117,7 +116,7 @@ class DiskState:
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
+        begin(conn)
         try:
             yield conn
         except BaseException:
