@@ -61,8 +61,10 @@ class _Conn:
         if sock is None:  # pragma: no cover - every redis-py from 3.0 to 8 keeps it there
             raise RuntimeError("redis-py keeps its socket elsewhere: RedisState needs an update.")
         self.sock: socket.socket = sock
-        self.poll = select.poll()
-        self.poll.register(sock, select.POLLIN)
+        self.poll: Any = None
+        if hasattr(select, "poll"):  # not on Windows
+            self.poll = select.poll()
+            self.poll.register(sock, select.POLLIN)
         self.pid = os.getpid()
         self.buf = b""
         self.pos = 0
@@ -70,7 +72,9 @@ class _Conn:
 
     def stale(self) -> bool:
         """Readable with no reply owed: closed by Redis (a restart, its client timeout)."""
-        return bool(self.poll.poll(0))
+        if self.poll is not None:
+            return bool(self.poll.poll(0))
+        return bool(select.select([self.sock], [], [], 0)[0])
 
     def close(self) -> None:
         self.owed.clear()
