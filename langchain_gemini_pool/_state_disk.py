@@ -26,7 +26,14 @@ from langchain_gemini_pool._state_decide import (
     room_of,
     warning_of,
 )
-from langchain_gemini_pool._state_sqlite import SCHEMA, Events
+from langchain_gemini_pool._state_sqlite import (
+    BUSY_WAIT_S,
+    RETURNING,
+    SCHEMA,
+    Events,
+    begin,
+    connect,
+)
 from langchain_gemini_pool._state_types import (
     INFLIGHT_TTL_S,
     QUARANTINE_TTL_S,
@@ -82,11 +89,13 @@ class DiskState:
         self._admits = 0
         try:
             conn = self._conn()
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_WAIT_S * 1000)}")  # many starting
             conn.executescript(SCHEMA)
             conn.execute("INSERT OR IGNORE INTO meta VALUES ('salt', ?)", (os.urandom(32),))
             self._salt = bytes(
                 conn.execute("SELECT value FROM meta WHERE name='salt'").fetchone()[0]
             )
+            conn.execute("PRAGMA busy_timeout = 1")
         except sqlite3.Error as exc:
             raise ValueError(
                 f"DiskState cannot open {str(self.path)!r} ({exc}); "
@@ -99,9 +108,7 @@ class DiskState:
     def _conn(self) -> sqlite3.Connection:
         local = self._local
         if getattr(local, "pid", None) != os.getpid():  # new thread, or a forked child
-            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            conn = connect(self.path)
             local.conn, local.pid = conn, os.getpid()
         conn_: sqlite3.Connection = local.conn
         return conn_
@@ -109,7 +116,7 @@ class DiskState:
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
+        begin(conn)
         try:
             yield conn
         except BaseException:
@@ -169,21 +176,12 @@ class DiskState:
         if take.limits is not None:
             p, m = cand.scope.project, cand.scope.model
             conn.execute("INSERT INTO events VALUES (?, ?, ?, ?, ?)", (p, m, rid, take.at, tokens))
-            conn.execute("INSERT OR IGNORE INTO scopes (project, model) VALUES (?, ?)", (p, m))
             conn.execute(
-                "UPDATE scopes SET n = n + 1, token_sum = token_sum + ?"
-                " WHERE project = ? AND model = ?",
-                (tokens, p, m),
+                "INSERT INTO scopes (project, model, n, token_sum) VALUES (?, ?, 1, ?)"
+                " ON CONFLICT DO UPDATE SET n = n + 1, token_sum = token_sum + excluded.token_sum",
+                (p, m, tokens),
             )
-            conn.execute(
-                "INSERT INTO days (project, model, day, count) VALUES (?, ?, ?, 1)"
-                " ON CONFLICT DO UPDATE SET count = count + 1",
-                (p, m, at_day),
-            )
-            count, warned = conn.execute(
-                "SELECT count, warned FROM days WHERE project = ? AND model = ? AND day = ?",
-                (p, m, at_day),
-            ).fetchone()
+            count, warned = self._count_day(conn, p, m, at_day)
             warning = None if warned else warning_of(cand.scope, count, take.limits)
             if warning is not None:
                 conn.execute(
@@ -194,6 +192,23 @@ class DiskState:
             cand.fingerprint, cand.scope, rid, take.at, tokens, at_day, take.limits is not None
         )
         return Admit(take.index, res, now, warning)
+
+    @staticmethod
+    def _count_day(conn: sqlite3.Connection, p: str, m: str, day: int) -> tuple[int, int]:
+        """One more request on ``day``: the day's count and warned flag after it."""
+        count_it = (
+            "INSERT INTO days (project, model, day, count) VALUES (?, ?, ?, 1)"
+            " ON CONFLICT DO UPDATE SET count = count + 1"
+        )
+        if RETURNING:
+            ((count, warned),) = conn.execute(count_it + " RETURNING count, warned", (p, m, day))
+            return count, warned
+        conn.execute(count_it, (p, m, day))
+        count, warned = conn.execute(
+            "SELECT count, warned FROM days WHERE project = ? AND model = ? AND day = ?",
+            (p, m, day),
+        ).fetchone()
+        return count, warned
 
     @staticmethod
     def _key_views(conn: sqlite3.Connection, fps: list[str], now: float) -> dict[str, KeyView]:
@@ -263,11 +278,12 @@ class DiskState:
         res = o.reservation
         if res is not None:
             conn.execute("DELETE FROM flights WHERE id = ?", (res.id,))
+        if res is not None and o.cancel:
             old = conn.execute(
                 "SELECT tokens FROM events WHERE project = ? AND model = ? AND id = ?",
                 (p, m, res.id),
             ).fetchone()
-            if old is not None and o.cancel:
+            if old is not None:
                 conn.execute(
                     "DELETE FROM events WHERE project = ? AND model = ? AND id = ?", (p, m, res.id)
                 )
@@ -281,16 +297,19 @@ class DiskState:
                     " WHERE project = ? AND model = ? AND day = ? AND count > 0",
                     (p, m, res.day),
                 )
-            elif old is not None and o.prompt_tokens is not None:
-                tokens = max(0, int(o.prompt_tokens))
-                conn.execute(
-                    "UPDATE events SET tokens = ? WHERE project = ? AND model = ? AND id = ?",
-                    (tokens, p, m, res.id),
-                )
-                conn.execute(
-                    "UPDATE scopes SET token_sum = token_sum + ? WHERE project = ? AND model = ?",
-                    (tokens - old[0], p, m),
-                )
+        elif res is not None and o.prompt_tokens is not None:  # the real count replaces the guess
+            row = {"p": p, "m": m, "id": res.id, "tokens": max(0, int(o.prompt_tokens))}
+            conn.execute(
+                "UPDATE scopes SET token_sum = token_sum + :tokens - ("
+                "SELECT tokens FROM events WHERE project = :p AND model = :m AND id = :id)"
+                " WHERE project = :p AND model = :m AND EXISTS ("
+                "SELECT 1 FROM events WHERE project = :p AND model = :m AND id = :id)",
+                row,
+            )
+            conn.execute(
+                "UPDATE events SET tokens = :tokens WHERE project = :p AND model = :m AND id = :id",
+                row,
+            )
         reason = reason_code(o.cool_reason) or "cooling down"
         if o.cool_scope_s is not None or o.learned:
             conn.execute("INSERT OR IGNORE INTO scopes (project, model) VALUES (?, ?)", (p, m))

@@ -2,10 +2,11 @@
 
 Each decision is one Lua script (``_state_lua.py``) run atomically in Redis with the
 server's clock. redis-py is an optional extra, imported when a ``RedisState`` is built.
-Sync methods use ``redis.Redis``; async ones ``redis.asyncio`` (one client per event loop),
-so the event loop never blocks on Redis. Clients are rebuilt after ``fork``. A Redis Cluster
-is found at construction and gets redis-py's cluster clients (``_state_redis_client.py``);
-every key shares the hash tag ``{prefix}``, so one script never spans two slots.
+Sync methods run the scripts over one connection per thread (``_state_redis_wire.py``);
+async ones use ``redis.asyncio`` (one client per event loop), so the event loop never blocks
+on Redis. Clients are rebuilt after ``fork``. A Redis Cluster is found at construction and
+gets redis-py's cluster clients (``_state_redis_client.py``); every key shares the hash tag
+``{prefix}``, so one script never spans two slots.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from langchain_gemini_pool._state_redis_codec import (
     tag,
 )
 from langchain_gemini_pool._state_redis_seen import Seen
+from langchain_gemini_pool._state_redis_wire import Wire
 from langchain_gemini_pool._state_types import (
     INFLIGHT_TTL_S,
     Admit,
@@ -122,6 +124,7 @@ class RedisState:
         self._pid = -1
         self._client: Any = None
         self._scripts: dict[str, Any] = {}
+        self._hot: Wire | None = None
         self._aclients: weakref.WeakKeyDictionary[Any, tuple[Any, dict[str, Any]]] = (
             weakref.WeakKeyDictionary()
         )
@@ -143,8 +146,17 @@ class RedisState:
             client = sync_client(self.url, self.timeout, self.cluster)
             scripts = {name: client.register_script(src) for name, src in _SCRIPTS.items()}
             self._client, self._scripts, self._pid = client, scripts, os.getpid()
+            self._hot = Wire.of(client, _SCRIPTS)
             self._aclients = weakref.WeakKeyDictionary()
         return self._client, self._scripts
+
+    def _script(self, name: str, argv: list[Any], *, wait: bool = True) -> Any:
+        """Run a script over this thread's own connection (``_state_redis_wire``); with
+        ``wait=False`` its reply is read at this thread's next command."""
+        scripts = self._sync()[1]
+        if self._hot is None:  # a client the wire does not speak for
+            return scripts[name](keys=self._keys, args=argv)  # keys: a Cluster's routing
+        return self._hot.call(name, argv) if wait else self._hot.send(name, argv)
 
     def _async(self) -> dict[str, Any]:
         import asyncio
@@ -331,7 +343,7 @@ class RedisState:
         def call() -> Decision:
             seen, known = self._seen.known(candidates)
             argv = self._admit_argv(candidates, tokens, book_until_s, known)
-            raw = self._sync()[1]["admit"](keys=self._keys, args=argv)
+            raw = self._script("admit", argv)
             decision = decode_admit(raw, candidates, tokens)
             self._seen.admitted(seen, candidates, raw, decision)
             return decision
@@ -374,9 +386,11 @@ class RedisState:
                 self._fallback().settle(outcome)
             return
         argv = settle_args(outcome, scope_base(self.prefix, outcome.scope), self.prefix)
+        # a verdict waits (every process must see it once this returns); a plain settle not
+        wait = bool(outcome.cool_scope_s or outcome.cool_key_s or outcome.quarantine)
+        wait = wait or bool(outcome.learned)
         self._run(
-            lambda: self._sync()[1]["settle"](keys=self._keys, args=argv),
-            lambda: self._settle_offline(outcome),
+            lambda: self._script("settle", argv, wait=wait), lambda: self._settle_offline(outcome)
         )
 
     async def asettle(self, outcome: Settle) -> None:
@@ -400,7 +414,7 @@ class RedisState:
             argv += cand_args(c, scope_base(self.prefix, c.scope))
 
         def call() -> Snapshot:
-            raw = self._sync()[1]["snapshot"](keys=self._keys, args=argv)
+            raw = self._script("snapshot", argv)
             snap = decode_snapshot(raw, candidates)
             self._seen.snapshot(snap, candidates)
             return snap
@@ -421,12 +435,14 @@ class RedisState:
             SALT_TTL_S,
         ]
         self._seen.forget(fingerprint, scope)
-        self._run(lambda: self._sync()[1]["reset"](keys=self._keys, args=argv), lambda: None)
+        self._run(lambda: self._script("reset", argv), lambda: None)
         if self._local is not None:
             self._local.reset(fingerprint, scope)
 
     def close(self) -> None:
         if self._client is not None and self._pid == os.getpid():
+            if self._hot is not None:
+                self._hot.close()
             self._client.close()
         self._pid = -1
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Sequence
@@ -63,6 +64,7 @@ def tag(prefix: str) -> str:
     return f"{{{prefix}}}"
 
 
+@functools.lru_cache(maxsize=4096)
 def scope_base(prefix: str, scope: Scope) -> str:
     """The name all Redis keys of one (project, model) start with."""
     return f"{{{prefix}}}:s:{quote(scope.project, safe='')}|{quote(scope.model, safe='')}"

@@ -1,17 +1,29 @@
-"""The SQLite side of ``DiskState``: its tables, and a window read lazily."""
+"""The SQLite side of ``DiskState``: its tables, how a connection opens and a transaction
+begins, and a window read lazily."""
 
 from __future__ import annotations
 
+import os
+import random
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any, overload
 
+BUSY_WAIT_S = 30.0
+"""How long a decision waits for the write lock other processes hold before it fails."""
+RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
+"""SQLite answers ``RETURNING`` (one statement instead of two where it does)."""
+
 SCHEMA = """
+-- WITHOUT ROWID: a table keyed by text is then one b-tree, not a table and its key's index,
+-- so each admit and settle writes fewer pages (files made before keep their tables as they are)
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB);
 CREATE TABLE IF NOT EXISTS keys (
     fp TEXT PRIMARY KEY, quarantine TEXT, q_at REAL NOT NULL DEFAULT 0,
     cool_until REAL NOT NULL DEFAULT 0, cool_reason TEXT);
-CREATE TABLE IF NOT EXISTS flights (id TEXT PRIMARY KEY, fp TEXT NOT NULL, t REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS flights (
+    id TEXT PRIMARY KEY, fp TEXT NOT NULL, t REAL NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS flights_t ON flights (t);
 CREATE TABLE IF NOT EXISTS scopes (
     project TEXT NOT NULL, model TEXT NOT NULL,
@@ -25,7 +37,7 @@ CREATE TABLE IF NOT EXISTS days (
     PRIMARY KEY (project, model, day));
 CREATE TABLE IF NOT EXISTS events (
     project TEXT NOT NULL, model TEXT NOT NULL, id TEXT NOT NULL,
-    t REAL NOT NULL, tokens INTEGER NOT NULL, PRIMARY KEY (project, model, id));
+    t REAL NOT NULL, tokens INTEGER NOT NULL, PRIMARY KEY (project, model, id)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS events_t ON events (project, model, t);
 """
 
@@ -56,3 +68,36 @@ class Events(Sequence[Any]):
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self._conn.execute(self._SQL, self._args))
+
+
+def connect(path: str | os.PathLike[str]) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=BUSY_WAIT_S, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    # NORMAL under WAL: a commit appends to the WAL without fsync; the WAL is synced at each
+    # checkpoint. A process crash loses nothing (the OS has the writes); power loss can drop
+    # the last commits but never corrupts the file. What they held (slots of calls in flight,
+    # a cooldown) is short-lived: losing it errs towards sending a little early after a
+    # machine restart, which every limit tolerates as a 429 answered by a cooldown.
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout = 1")  # begin() waits for the write lock
+    return conn
+
+
+def begin(conn: sqlite3.Connection) -> None:
+    """``BEGIN IMMEDIATE``, tried again every ~0.5 ms while another process holds the write
+    lock, for up to ``BUSY_WAIT_S``. SQLite's own busy handler sleeps longer each time (up to
+    100 ms a try), so a process that found the lock taken once kept losing it to the others'
+    short transactions: one of four workers could go seconds without a slot."""
+    deadline = 0.0
+    while True:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            now = time.monotonic()
+            deadline = deadline or now + BUSY_WAIT_S
+            if now > deadline:
+                raise
+        time.sleep(random.uniform(0.0001, 0.001))  # noqa: S311 (jitter, not a secret)

@@ -149,3 +149,27 @@ def test_state_from_env(tmp_path: Path, redis_factory: Callable[..., RedisServer
     unix = redis_factory("--unixsocket", sock)
     assert unix.port
     assert isinstance(state_from_env({"GEMINI_POOL_STATE": f"unix://{sock}"}), RedisState)
+
+
+def test_a_decision_waits_for_the_write_lock_another_process_holds(tmp_path: Path) -> None:
+    """SQLite's own wait is cut to 1 ms; the decision itself waits (and keeps trying) while
+    another connection holds the write lock, then goes through."""
+    import sqlite3
+    import threading
+    import time
+
+    state = DiskState(tmp_path / "state")
+    c = Candidate(state.fingerprint(SECRET), S, QuotaLimits(rpm=50))
+    other = sqlite3.connect(state.path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # as another worker in the middle of its decision
+    release = threading.Timer(0.3, lambda: other.execute("COMMIT"))
+    release.start()
+    t0 = time.monotonic()
+    try:
+        decision = state.admit([c], 10)
+    finally:
+        release.join()
+        other.close()
+        state.close()
+    assert isinstance(decision, Admit)
+    assert time.monotonic() - t0 >= 0.25  # it did wait for the lock
