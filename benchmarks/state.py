@@ -124,7 +124,7 @@ def pool_rows(url: str | None, tmp: str) -> list[str]:
 
     rows = []
     for latency, calls in POOL_CALLS.items():
-        with emulator_process(latency) as server:
+        with emulator_process(latency) as base_url:
             limits = QuotaLimits(rpm=10**6, tpm=10**12, rpd=10**9)
             contenders: list[tuple[str, Any]] = [
                 ("bare ChatGoogleGenerativeAI", None),
@@ -140,13 +140,13 @@ def pool_rows(url: str | None, tmp: str) -> list[str]:
                     model: Any = ChatGoogleGenerativeAI(
                         model="gemini-2.5-flash",
                         google_api_key=POOL_KEYS[0],
-                        base_url=server.base_url,
+                        base_url=base_url,
                     )
                 else:
                     model = ChatGeminiPool(
                         model="gemini-2.5-flash",
                         api_keys=POOL_KEYS,
-                        base_url=server.base_url,
+                        base_url=base_url,
                         limits=limits,
                         state=None if state == "none" else state,
                     )
@@ -198,21 +198,17 @@ def wait_for(port: int, tries: int) -> None:
             time.sleep(0.02)
 
 
-class _Emulator:
-    def __init__(self, base_url: str) -> None:
-        self.base_url = base_url
-
-
 @contextlib.contextmanager
-def emulator_process(latency: float) -> Iterator[_Emulator]:
-    """The emulator (``python -m langchain_gemini_pool.testing``) in a process of its own."""
+def emulator_process(latency: float) -> Iterator[str]:
+    """The base URL of the emulator (``python -m langchain_gemini_pool.testing``) run in a
+    process of its own."""
     port = free_port()
     cmd = [sys.executable, "-m", "langchain_gemini_pool.testing", "--port", str(port)]
     cmd += ["--latency", str(latency)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
     try:
         wait_for(port, 500)
-        yield _Emulator(f"http://127.0.0.1:{port}")
+        yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
         proc.wait()

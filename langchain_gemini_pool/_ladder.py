@@ -36,7 +36,7 @@ from langchain_gemini_pool._errors import Failure, FailureKind, classify, model_
 from langchain_gemini_pool._failover import RequestPlan
 from langchain_gemini_pool._quota import QuotaLimits
 from langchain_gemini_pool._scheduler import LimitsArg, NoKeys, Pick, Scheduler, Strategy, Wait
-from langchain_gemini_pool._shared_scheduler import SharedScheduler
+from langchain_gemini_pool._shared_scheduler import SharedScheduler, booking
 from langchain_gemini_pool._state_types import Admit
 
 logger = logging.getLogger("langchain_gemini_pool")
@@ -287,7 +287,7 @@ class LadderScheduler:
         every = [c for *_, candidates in asked for c in candidates]
         if not every:
             return None, NoKeys({})
-        book_s = None if book_until is None or not reserve else max(0.0, book_until - now)
+        book_s = booking(now, reserve, book_until)
         decision = self._state.admit(every, tokens if reserve else 0, book_until_s=book_s)
         picked: tuple[int | None, Decision] | None = None
         reasons: dict[str, str] = {}

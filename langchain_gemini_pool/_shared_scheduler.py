@@ -58,6 +58,11 @@ class _Key(KeyRecord):
     """How the backend sees this key (fixed for its life: built once, not per decision)."""
 
 
+def booking(now: float, reserve: bool, book_until: float | None) -> float | None:
+    """How far ahead (seconds) an ``admit`` may book a slot: none when nothing is reserved."""
+    return None if book_until is None or not reserve else max(0.0, book_until - now)
+
+
 class SharedScheduler:
     """Chooses keys through a ``StateBackend`` and records outcomes in it.
 
@@ -194,8 +199,9 @@ class SharedScheduler:
         order, candidates = self.candidates(avoid, reserve)
         if not order:
             return NoKeys({})
-        book_s = None if book_until is None or not reserve else max(0.0, book_until - now)
-        decision = self.state.admit(candidates, tokens if reserve else 0, book_until_s=book_s)
+        decision = self.state.admit(
+            candidates, tokens if reserve else 0, book_until_s=booking(now, reserve, book_until)
+        )
         return self.concluded(order, decision, now, tokens)
 
     def candidates(
