@@ -184,11 +184,11 @@ class LadderScheduler:
         self.prefer: Prefer = prefer
         self._rungs: list[Rung] = [make_rung(m, limits_for_model(limits, m)) for m in models]
         self.blocking = any(r.blocking for r in self._rungs)
+        """Whether a decision does I/O (async paths then run it in a thread)."""
         states = {id(r.state): r.state for r in self._rungs if isinstance(r, SharedScheduler)}
         self._state = None
         if len(states) == 1 and all(isinstance(r, SharedScheduler) for r in self._rungs):
             (self._state,) = states.values()  # every rung in one backend: one admit for all
-        """Whether a decision does I/O (async paths then run it in a thread)."""
         self._out: set[int] = set()  # rungs taken out for the pool's life (404)
         self._told: set[tuple[str, str, str]] = set()  # (project, model, day) told at INFO
         self._ladder_lock = threading.Lock()
