@@ -6,16 +6,15 @@ Sync methods run the scripts over one connection per thread (``_state_redis_wire
 async ones use ``redis.asyncio`` (one client per event loop), so the event loop never blocks
 on Redis. Clients are rebuilt after ``fork``. A Redis Cluster is found at construction and
 gets redis-py's cluster clients (``_state_redis_client.py``); every key shares the hash tag
-``{prefix}``, so one script never spans two slots.
+``{prefix}``, so one script never spans two slots. What happens while Redis does not
+answer (the ``on_outage`` policy, backoff, the local fallback) is ``_state_redis_outage.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
-import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
@@ -23,7 +22,6 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from langchain_gemini_pool._state_lua import ADMIT, RESET, SETTLE, SNAPSHOT
-from langchain_gemini_pool._state_memory import InMemoryState
 from langchain_gemini_pool._state_redis_client import (
     async_client,
     is_cluster,
@@ -44,15 +42,14 @@ from langchain_gemini_pool._state_redis_codec import (
     settle_args,
     tag,
 )
+from langchain_gemini_pool._state_redis_outage import Outage
 from langchain_gemini_pool._state_redis_seen import Seen
 from langchain_gemini_pool._state_redis_wire import Wire
 from langchain_gemini_pool._state_types import (
     INFLIGHT_TTL_S,
-    Admit,
     Candidate,
     Decision,
     OutagePolicy,
-    Reservation,
     Scope,
     Settle,
     Snapshot,
@@ -118,9 +115,8 @@ class RedisState:
         """True when ``url`` is a node of a Redis Cluster (found at construction)."""
         self._keys = [salt_key(prefix)]  # the key scripts are routed by (one slot: {prefix})
         self._seen = Seen()
-        self.on_outage: OutagePolicy = on_outage
+        self._outage = Outage(url, self.prefix, on_outage, self._seen)
         self.timeout = timeout
-        self._lock = threading.Lock()
         self._pid = -1
         self._client: Any = None
         self._scripts: dict[str, Any] = {}
@@ -128,13 +124,13 @@ class RedisState:
         self._aclients: weakref.WeakKeyDictionary[Any, tuple[Any, dict[str, Any]]] = (
             weakref.WeakKeyDictionary()
         )
-        self._down = False
-        self._retry_at = 0.0
-        self._backoff = 0.5
-        self._local: InMemoryState | None = None
-        self._pending: list[tuple[float, Settle]] = []  # outage verdicts Redis must learn
         self._salt_refreshed = 0.0
         self._salt = self._connect_and_salt()
+
+    @property
+    def on_outage(self) -> OutagePolicy:
+        """What this state does while Redis does not answer (see the class)."""
+        return self._outage.policy
 
     def __repr__(self) -> str:
         return f"RedisState({safe_url(self.url)!r}, prefix={self.prefix!r})"
@@ -210,80 +206,21 @@ class RedisState:
         self._salt_refreshed = time.monotonic()
         return salt_key(self.prefix)
 
-    # --- the outage policy ------------------------------------------------------------------
-
-    def _skip_redis(self) -> bool:
-        return self._down and time.monotonic() < self._retry_at
-
-    def _went_down(self, exc: BaseException) -> None:
-        with self._lock:
-            self._retry_at = time.monotonic() + self._backoff
-            self._backoff = min(30.0, self._backoff * 2)
-            if self._down:
-                return
-            self._down = True
-            self._local = None  # the fallback starts afresh, from what was last seen
-        if self.on_outage == "closed":
-            return
-        logger.warning(
-            "Shared state at %s is unreachable (%s); %s until it is back.",
-            safe_url(self.url),
-            type(exc).__name__,
-            "deciding in this process" if self.on_outage == "local" else "sending without limits",
-        )
-
-    def _came_back(self) -> None:
-        with self._lock:
-            was_down, self._down, self._backoff = self._down, False, 0.5
-        if was_down:
-            logger.warning("Shared state at %s is back.", safe_url(self.url))
-
-    def _closed_error(self) -> ConnectionError:
-        return ConnectionError(
-            f"Shared state at {safe_url(self.url)} is unreachable and on_outage='closed': "
-            "not sending without the deployment's limits. Restore Redis, or choose "
-            "on_outage='local'."
-        )
-
-    def _fallback(self) -> InMemoryState:
-        local = self._local
-        if local is None:
-            with self._lock:
-                if self._local is None:
-                    self._local = self._seen.seed(InMemoryState())
-                local = self._local
-        return local
-
-    def _admit_offline(
-        self, candidates: Sequence[Candidate], tokens: float, book_until_s: float | None
-    ) -> Decision:
-        if self.on_outage == "closed":
-            raise self._closed_error()
-        if self.on_outage == "open":
-            now = time.time()
-            c = candidates[0]
-            res = Reservation(c.fingerprint, c.scope, "open", now, 0, 0, False, home="open")
-            return Admit(0, res, now)
-        decision = self._fallback().admit(candidates, tokens, book_until_s=book_until_s)
-        if isinstance(decision, Admit):
-            res = decision.reservation
-            local = dataclasses.replace(res, home="local")
-            return Admit(decision.index, local, decision.now, decision.warning)
-        return decision
+    # --- the outage policy (``_state_redis_outage``) ------------------------------------------
 
     def _run(self, call: Callable[[], T], offline: Callable[[], T]) -> T:
         import redis
 
-        if self._skip_redis():
+        outage = self._outage
+        if outage.skip():
             return offline()
         try:
             result = call()
         except outage_errors() as exc:
-            self._went_down(exc)
+            outage.went_down(exc)
             return offline()
-        if self._down:
-            self._came_back()
-            for argv in self._replay():
+        if outage.down:
+            for argv in outage.came_back():
                 with contextlib.suppress(redis.RedisError):
                     self._sync()[1]["settle"](keys=self._keys, args=argv)
         return result
@@ -291,38 +228,19 @@ class RedisState:
     async def _arun(self, call: Callable[[], Awaitable[T]], offline: Callable[[], T]) -> T:
         import redis
 
-        if self._skip_redis():
+        outage = self._outage
+        if outage.skip():
             return offline()
         try:
             result = await call()
         except outage_errors() as exc:
-            self._went_down(exc)
+            outage.went_down(exc)
             return offline()
-        if self._down:
-            self._came_back()
-            for argv in self._replay():
+        if outage.down:
+            for argv in outage.came_back():
                 with contextlib.suppress(redis.RedisError):
                     await self._async()["settle"](keys=self._keys, args=argv)
         return result
-
-    def _replay(self) -> list[list[Any]]:
-        """Cooldowns, quarantines and learned limits decided during the outage, for Redis
-        (so the other processes learn them too); cooldowns shortened by the time passed."""
-        with self._lock:
-            pending, self._pending = self._pending, []
-        out = []
-        for when, o in pending:
-            passed = time.monotonic() - when
-            cool_scope = None if o.cool_scope_s is None else o.cool_scope_s - passed
-            cool_key = None if o.cool_key_s is None else o.cool_key_s - passed
-            o = dataclasses.replace(
-                o,
-                cool_scope_s=cool_scope if cool_scope and cool_scope > 0 else None,
-                cool_key_s=cool_key if cool_key and cool_key > 0 else None,
-            )
-            if o.cool_scope_s or o.cool_key_s or o.quarantine or o.learned:
-                out.append(settle_args(o, scope_base(self.prefix, o.scope), self.prefix))
-        return out
 
     # --- the protocol -----------------------------------------------------------------------
 
@@ -348,7 +266,7 @@ class RedisState:
             self._seen.admitted(seen, candidates, raw, decision)
             return decision
 
-        return self._run(call, lambda: self._admit_offline(candidates, tokens, book_until_s))
+        return self._run(call, lambda: self._outage.admit(candidates, tokens, book_until_s))
 
     async def aadmit(
         self, candidates: Sequence[Candidate], tokens: float, *, book_until_s: float | None = None
@@ -364,18 +282,7 @@ class RedisState:
             self._seen.admitted(seen, candidates, raw, decision)
             return decision
 
-        return await self._arun(call, lambda: self._admit_offline(candidates, tokens, book_until_s))
-
-    def _settle_offline(self, outcome: Settle) -> None:
-        if self.on_outage == "closed":
-            raise self._closed_error()
-        if self.on_outage == "local":
-            self._fallback().settle(outcome)
-            verdict = dataclasses.replace(outcome, reservation=None, prompt_tokens=None)
-            if verdict.cool_scope_s or verdict.cool_key_s or verdict.quarantine or verdict.learned:
-                with self._lock:
-                    if len(self._pending) < 1000:
-                        self._pending.append((time.monotonic(), verdict))
+        return await self._arun(call, lambda: self._outage.admit(candidates, tokens, book_until_s))
 
     def settle(self, outcome: Settle) -> None:
         if outcome.quarantine or outcome.cool_key_s or outcome.cool_scope_s:
@@ -383,14 +290,14 @@ class RedisState:
         home = outcome.reservation.home if outcome.reservation else "backend"
         if home != "backend":
             if home == "local":
-                self._fallback().settle(outcome)
+                self._outage.fallback().settle(outcome)
             return
         argv = settle_args(outcome, scope_base(self.prefix, outcome.scope), self.prefix)
         # a verdict waits (every process must see it once this returns); a plain settle not
         wait = bool(outcome.cool_scope_s or outcome.cool_key_s or outcome.quarantine)
         wait = wait or bool(outcome.learned)
         self._run(
-            lambda: self._script("settle", argv, wait=wait), lambda: self._settle_offline(outcome)
+            lambda: self._script("settle", argv, wait=wait), lambda: self._outage.settle(outcome)
         )
 
     async def asettle(self, outcome: Settle) -> None:
@@ -399,14 +306,14 @@ class RedisState:
         home = outcome.reservation.home if outcome.reservation else "backend"
         if home != "backend":
             if home == "local":
-                self._fallback().settle(outcome)
+                self._outage.fallback().settle(outcome)
             return
         argv = settle_args(outcome, scope_base(self.prefix, outcome.scope), self.prefix)
 
         async def call() -> None:
             await self._async()["settle"](keys=self._keys, args=argv)
 
-        await self._arun(call, lambda: self._settle_offline(outcome))
+        await self._arun(call, lambda: self._outage.settle(outcome))
 
     def snapshot(self, candidates: Sequence[Candidate]) -> Snapshot:
         argv: list[Any] = [tag(self.prefix), pacific_offset(time.time()), INFLIGHT_TTL_S]
@@ -419,13 +326,7 @@ class RedisState:
             self._seen.snapshot(snap, candidates)
             return snap
 
-        def offline() -> Snapshot:
-            if self.on_outage == "closed":
-                raise self._closed_error()
-            snap = self._fallback().snapshot(candidates)
-            return Snapshot(snap.now, snap.keys, snap.scopes, False, "redis (offline: local)")
-
-        return self._run(call, offline)
+        return self._run(call, lambda: self._outage.snapshot(candidates))
 
     def reset(self, fingerprint: str, scope: Scope) -> None:
         argv = [
@@ -436,8 +337,8 @@ class RedisState:
         ]
         self._seen.forget(fingerprint, scope)
         self._run(lambda: self._script("reset", argv), lambda: None)
-        if self._local is not None:
-            self._local.reset(fingerprint, scope)
+        if (local := self._outage.local) is not None:
+            local.reset(fingerprint, scope)
 
     def close(self) -> None:
         if self._client is not None and self._pid == os.getpid():
