@@ -35,17 +35,40 @@ CREATE TABLE IF NOT EXISTS days (
     project TEXT NOT NULL, model TEXT NOT NULL, day INTEGER NOT NULL,
     count INTEGER NOT NULL DEFAULT 0, warned INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (project, model, day));
+-- one row per request in a window: flying = 1 from its admit to its settle (it counts
+-- whatever t is), then t = the settle's time if later, and it counts until t + window_s
 CREATE TABLE IF NOT EXISTS events (
     project TEXT NOT NULL, model TEXT NOT NULL, id TEXT NOT NULL,
-    t REAL NOT NULL, tokens INTEGER NOT NULL, PRIMARY KEY (project, model, id)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS events_t ON events (project, model, t);
+    t REAL NOT NULL, tokens INTEGER NOT NULL, flying INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (project, model, id)) WITHOUT ROWID;
 """
+INDEXES = (
+    "DROP INDEX IF EXISTS events_t",  # (project, model, t): before requests in flight were told
+    "CREATE INDEX IF NOT EXISTS events_ft ON events (project, model, flying, t)",
+)
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring a file made by an earlier version up to ``SCHEMA`` (its rows count as settled),
+    in one transaction: processes starting together must not both add the column."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+        if "flying" not in columns:
+            conn.execute("ALTER TABLE events ADD COLUMN flying INTEGER NOT NULL DEFAULT 0")
+        for statement in INDEXES:
+            conn.execute(statement)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 class Events(Sequence[Any]):
-    """A scope's window, read lazily: its length is known; rows are fetched when asked."""
+    """A scope's settled requests, read lazily: their count is known; rows are fetched
+    when asked."""
 
-    _SQL = "SELECT t, tokens FROM events WHERE project = ? AND model = ? ORDER BY t"
+    _SQL = "SELECT t, tokens FROM events WHERE project = ? AND model = ? AND flying = 0 ORDER BY t"
 
     def __init__(self, conn: sqlite3.Connection, project: str, model: str, count: int) -> None:
         self._conn, self._args, self._count = conn, (project, model), count
