@@ -91,7 +91,6 @@ def _hammer(
 
 
 N, WINDOW, RUN_S = 20, 3.0, 9.0
-JITTER_S = 0.15
 
 
 def test_four_processes_never_exceed_the_limit_and_nearly_reach_it(
@@ -131,15 +130,18 @@ def test_four_processes_never_exceed_the_limit_and_nearly_reach_it(
     for t in arrivals:
         per_window[math.floor(t / WINDOW)] = per_window.get(math.floor(t / WINDOW), 0) + 1
     assert max(per_window.values()) <= N
-    # ... nor did any interval of WINDOW less the transit jitter a busy machine adds between
-    # taking a slot and the request's arrival (the pool's margin is 1% of the window)
-    span = WINDOW - JITTER_S
-    assert max(sum(1 for t in arrivals if s <= t < s + span) for s in arrivals) <= N
+    # ... nor did any WINDOW-long interval, however long a busy machine took between a
+    # slot and the request's arrival (a request counts a window from its settle)
+    worst = max(sum(1 for t in arrivals if s <= t < s + WINDOW) for s in arrivals)
+    assert worst <= N
     # ... and the four together reached at least 95% of N in each whole window
     times = sorted(arrivals)
     whole = int((times[-1] - times[0]) // WINDOW)
     reached = sum(1 for t in times if t < times[0] + whole * WINDOW)
-    print(f"{backend!r}: {reached} in {whole} windows of {N}; {total['ok']} served in all")
+    print(
+        f"{backend!r}: {reached} in {whole} windows of {N}; {total['ok']} served in all;"
+        f" at most {worst} in any {WINDOW} s"
+    )
     assert reached >= 0.95 * N * whole
 
 
