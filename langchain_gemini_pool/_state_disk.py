@@ -30,10 +30,10 @@ from langchain_gemini_pool._state_sqlite import (
     BUSY_WAIT_S,
     RETURNING,
     SCHEMA,
-    Events,
     begin,
     connect,
     migrate,
+    read_window,
 )
 from langchain_gemini_pool._state_types import (
     INFLIGHT_TTL_S,
@@ -249,37 +249,9 @@ class DiskState:
         )
         limits = effective_limits(cand.limits, learned)
         if limits is not None:
-            horizon, lost = now - span_of(limits), now - INFLIGHT_TTL_S
-            gone, freed = conn.execute(  # the running count and sum, less what expired
-                "SELECT COUNT(*), COALESCE(SUM(tokens), 0) FROM events"
-                " WHERE project = ? AND model = ? AND flying = 0 AND t <= ?",
-                (p, m, horizon),
-            ).fetchone()
-            flying = conn.execute(
-                "SELECT t, tokens FROM events WHERE project = ? AND model = ? AND flying = 1"
-                " ORDER BY t",
-                (p, m),
-            ).fetchall()
-            if flying and flying[0][0] <= lost:  # flights their process never settled
-                dead = [row for row in flying if row[0] <= lost]
-                gone, freed = gone + len(dead), freed + sum(row[1] for row in dead)
-                flying = flying[len(dead) :]
-                conn.execute(
-                    "DELETE FROM events WHERE project = ? AND model = ? AND flying = 1 AND t <= ?",
-                    (p, m, lost),
-                )
-            count, view.token_sum = row[3] - gone, row[4] - freed
-            if gone:
-                conn.execute(
-                    "DELETE FROM events WHERE project = ? AND model = ? AND flying = 0 AND t <= ?",
-                    (p, m, horizon),
-                )
-                conn.execute(
-                    "UPDATE scopes SET n = ?, token_sum = ? WHERE project = ? AND model = ?",
-                    (count, view.token_sum, p, m),
-                )
-            view.events = Events(conn, p, m, count - len(flying))
-            view.flying = flying
+            view.events, view.flying, view.token_sum = read_window(
+                conn, p, m, (row[3], row[4]), now - span_of(limits), now - INFLIGHT_TTL_S
+            )
         return view
 
     # --- settle -----------------------------------------------------------------------------

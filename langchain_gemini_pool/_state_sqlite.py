@@ -93,6 +93,52 @@ class Events(Sequence[Any]):
         return iter(self._conn.execute(self._SQL, self._args))
 
 
+def read_window(
+    conn: sqlite3.Connection,
+    project: str,
+    model: str,
+    totals: tuple[int, int],
+    horizon: float,
+    lost: float,
+) -> tuple[Events, list[Any], int]:
+    """A scope's window after dropping what expired: settled requests stamped at or before
+    ``horizon`` and flights started at or before ``lost`` (their process never settled them).
+
+    ``totals`` are the scope's running count and token sum (``scopes.n``, ``token_sum``),
+    kept up to date here. Returns the settled requests (lazy), those in flight (stamp
+    order) and the token sum of both.
+    """
+    p, m = project, model
+    gone, freed = conn.execute(  # the running count and sum, less what expired
+        "SELECT COUNT(*), COALESCE(SUM(tokens), 0) FROM events"
+        " WHERE project = ? AND model = ? AND flying = 0 AND t <= ?",
+        (p, m, horizon),
+    ).fetchone()
+    flying = conn.execute(
+        "SELECT t, tokens FROM events WHERE project = ? AND model = ? AND flying = 1 ORDER BY t",
+        (p, m),
+    ).fetchall()
+    if flying and flying[0][0] <= lost:
+        dead = [row for row in flying if row[0] <= lost]
+        gone, freed = gone + len(dead), freed + sum(row[1] for row in dead)
+        flying = flying[len(dead) :]
+        conn.execute(
+            "DELETE FROM events WHERE project = ? AND model = ? AND flying = 1 AND t <= ?",
+            (p, m, lost),
+        )
+    count, token_sum = totals[0] - gone, totals[1] - freed
+    if gone:
+        conn.execute(
+            "DELETE FROM events WHERE project = ? AND model = ? AND flying = 0 AND t <= ?",
+            (p, m, horizon),
+        )
+        conn.execute(
+            "UPDATE scopes SET n = ?, token_sum = ? WHERE project = ? AND model = ?",
+            (count, token_sum, p, m),
+        )
+    return Events(conn, p, m, count - len(flying)), flying, token_sum
+
+
 def connect(path: str | os.PathLike[str]) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=BUSY_WAIT_S, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
