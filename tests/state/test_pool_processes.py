@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
+import random
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
@@ -91,6 +92,9 @@ def _hammer(
 
 
 N, WINDOW, RUN_S = 20, 3.0, 9.0
+TRANSIT_S = 0.1
+"""Each request reaches the emulator's quota up to this long after the pool sent it: the
+delay a busy machine adds between a slot and the arrival, made certain (>> 1% of WINDOW)."""
 
 
 def test_four_processes_never_exceed_the_limit_and_nearly_reach_it(
@@ -98,8 +102,11 @@ def test_four_processes_never_exceed_the_limit_and_nearly_reach_it(
 ) -> None:
     arrivals: list[float] = []
 
-    def log(body: dict[str, Any]) -> None:
+    transit = random.Random(5)
+
+    def log(body: dict[str, Any]) -> None:  # runs as the request arrives, before its quota
         if "warm up" not in json.dumps(body):  # the warm-ups go to another model
+            time.sleep(transit.uniform(0, TRANSIT_S))
             arrivals.append(time.time())
 
     quotas = {"shared": {MODEL: Quota(rpm=N)}}
@@ -130,8 +137,8 @@ def test_four_processes_never_exceed_the_limit_and_nearly_reach_it(
     for t in arrivals:
         per_window[math.floor(t / WINDOW)] = per_window.get(math.floor(t / WINDOW), 0) + 1
     assert max(per_window.values()) <= N
-    # ... nor did any WINDOW-long interval, however long a busy machine took between a
-    # slot and the request's arrival (a request counts a window from its settle)
+    # ... nor did any WINDOW-long interval, however long the request took between its slot
+    # and its arrival (a request counts a window from its settle, which is after it)
     worst = max(sum(1 for t in arrivals if s <= t < s + WINDOW) for s in arrivals)
     assert worst <= N
     # ... and the four together reached at least 95% of N in each whole window
