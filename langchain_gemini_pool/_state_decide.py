@@ -1,13 +1,15 @@
 """The admission decision, pure: views of the stored state in, a decision out.
 
 ``InMemoryState`` and ``DiskState`` both run this (the disk one inside one SQLite
-transaction); ``RedisState`` runs its Lua twin (``_state_lua.py``) inside Redis. The
-arithmetic is the one of ``ProjectWindow.ready_at``: a sliding window of ``window_s`` plus
-a small margin, never more than the limit in any such interval.
+transaction); ``RedisState`` runs its Lua twin (``_state_lua.py``) inside Redis. A sliding
+window of ``window_s``: requests in flight count whatever their stamp, settled ones for
+``window_s`` after theirs (``span_of`` says why that is never more than the limit in any
+such interval at the server).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,11 +38,14 @@ class KeyView:
 @dataclass
 class ScopeView:
     events: Sequence[Any] = ()
-    """Every request still in the window, in time order: ``e[0]`` its time, ``e[1]`` its
-    tokens. Backends may pass a lazy sequence: only ``len`` and the item at the RPM limit
-    are read unless the TPM limit is reached."""
+    """Every settled request still in the window, in time order: ``e[0]`` its stamp,
+    ``e[1]`` its tokens. Backends may pass a lazy sequence: only ``len`` and the item at
+    the RPM limit are read unless the TPM limit is reached."""
+    flying: Sequence[Any] = ()
+    """The requests in flight (admitted, not settled), as ``events``, in stamp order: they
+    count whatever their stamp, and free a window ``span`` after their settle."""
     token_sum: int = 0
-    """The tokens of ``events``, summed."""
+    """The tokens of ``events`` and ``flying``, summed."""
     day_count: int = 0
     """Requests counted today (Pacific)."""
     cool_until: float = 0.0
@@ -57,35 +62,52 @@ class Take:
     limits: QuotaLimits | None
 
 
-def ready_at(view: ScopeView, limits: QuotaLimits | None, now: float, tokens: int) -> float:
-    """The earliest time at or after ``now`` when ``tokens`` fit every window of ``view``."""
+def ready_at(
+    view: ScopeView, limits: QuotaLimits | None, now: float, tokens: int
+) -> tuple[float, bool]:
+    """The earliest time at or after ``now`` when ``tokens`` fit every window of ``view``,
+    and whether it is sure. Not sure: a request in flight must free first, and it frees a
+    window after its settle, which nobody knows yet; the time is then the earliest it can
+    (were it settled now): a time to ask again, never one to book."""
     if limits is None:
-        return now
+        return now, True
     span = span_of(limits)
-    events = view.events
-    at = now
+    settled, flying = view.events, view.flying
+    at, sure = now, True
+
+    def frees(i: int) -> None:  # the i-th entry (settled first, then in flight) expires
+        nonlocal at, sure
+        if i < len(settled):
+            at = max(at, settled[i][0] + span)
+        else:
+            at = max(at, flying[i - len(settled)][0] + span, now + span)
+            sure = False
+
     if limits.rpd is not None and view.day_count >= limits.rpd:
-        at = max(at, next_pacific_midnight(now)) if limits.rpd > 0 else math.inf
+        if limits.rpd == 0:
+            return math.inf, True
+        at = max(at, next_pacific_midnight(now))
     if limits.rpm is not None:
         if limits.rpm == 0:
-            return math.inf
-        excess = len(events) - limits.rpm
+            return math.inf, True
+        excess = len(settled) + len(flying) - limits.rpm
         if excess >= 0:
-            at = max(at, events[excess][0] + span)
+            frees(excess)
     if limits.tpm == 0:
-        return math.inf
-    if limits.tpm is not None and events:
+        return math.inf, True
+    count = len(settled) + len(flying)
+    if limits.tpm is not None and count:
         need = view.token_sum + tokens - limits.tpm
         if need > 0:
             freed = 0
-            for event in events:
+            for i, event in enumerate(itertools.chain(settled, flying)):
                 freed += event[1]
                 if freed >= need:
-                    at = max(at, event[0] + span)
+                    frees(i)
                     break
             else:
-                at = max(at, events[-1][0] + span)
-    return at
+                frees(count - 1)
+    return at, sure
 
 
 def decide(
@@ -114,7 +136,8 @@ def decide(
         view = scope_view(cand)
         limits = effective_limits(cand.limits, view.learned)
         cooling = max(key.cool_until, view.cool_until)
-        at = max(now, cooling, ready_at(view, limits, now, tokens))
+        ready, sure = ready_at(view, limits, now, tokens)
+        at = max(now, cooling, ready)
         if at <= now:
             return Take(index, now, limits)
         if cooling > now:
@@ -122,7 +145,7 @@ def decide(
             if reason:
                 cool_reasons.add(reason)
         earliest = min(earliest, at)
-        if limits is not None and (best is None or at < best.at):
+        if limits is not None and sure and (best is None or at < best.at):
             best = Take(index, at, limits)
     if not usable:
         return AllQuarantined(reasons, now)

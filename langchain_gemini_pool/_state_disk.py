@@ -30,9 +30,10 @@ from langchain_gemini_pool._state_sqlite import (
     BUSY_WAIT_S,
     RETURNING,
     SCHEMA,
-    Events,
     begin,
     connect,
+    migrate,
+    read_window,
 )
 from langchain_gemini_pool._state_types import (
     INFLIGHT_TTL_S,
@@ -91,6 +92,7 @@ class DiskState:
             conn = self._conn()
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_WAIT_S * 1000)}")  # many starting
             conn.executescript(SCHEMA)
+            migrate(conn)
             conn.execute("INSERT OR IGNORE INTO meta VALUES ('salt', ?)", (os.urandom(32),))
             self._salt = bytes(
                 conn.execute("SELECT value FROM meta WHERE name='salt'").fetchone()[0]
@@ -175,7 +177,9 @@ class DiskState:
         warning = None
         if take.limits is not None:
             p, m = cand.scope.project, cand.scope.model
-            conn.execute("INSERT INTO events VALUES (?, ?, ?, ?, ?)", (p, m, rid, take.at, tokens))
+            conn.execute(
+                "INSERT INTO events VALUES (?, ?, ?, ?, ?, 1)", (p, m, rid, take.at, tokens)
+            )
             conn.execute(
                 "INSERT INTO scopes (project, model, n, token_sum) VALUES (?, ?, 1, ?)"
                 " ON CONFLICT DO UPDATE SET n = n + 1, token_sum = token_sum + excluded.token_sum",
@@ -245,22 +249,9 @@ class DiskState:
         )
         limits = effective_limits(cand.limits, learned)
         if limits is not None:
-            horizon = now - span_of(limits)
-            gone, freed = conn.execute(  # the running count and sum, less what expired
-                "SELECT COUNT(*), COALESCE(SUM(tokens), 0) FROM events"
-                " WHERE project = ? AND model = ? AND t <= ?",
-                (p, m, horizon),
-            ).fetchone()
-            count, view.token_sum = row[3] - gone, row[4] - freed
-            if gone:
-                conn.execute(
-                    "DELETE FROM events WHERE project = ? AND model = ? AND t <= ?", (p, m, horizon)
-                )
-                conn.execute(
-                    "UPDATE scopes SET n = ?, token_sum = ? WHERE project = ? AND model = ?",
-                    (count, view.token_sum, p, m),
-                )
-            view.events = Events(conn, p, m, count)
+            view.events, view.flying, view.token_sum = read_window(
+                conn, p, m, (row[3], row[4]), now - span_of(limits), now - INFLIGHT_TTL_S
+            )
         return view
 
     # --- settle -----------------------------------------------------------------------------
@@ -297,17 +288,21 @@ class DiskState:
                     " WHERE project = ? AND model = ? AND day = ? AND count > 0",
                     (p, m, res.day),
                 )
-        elif res is not None and o.prompt_tokens is not None:  # the real count replaces the guess
-            row = {"p": p, "m": m, "id": res.id, "tokens": max(0, int(o.prompt_tokens))}
-            conn.execute(
-                "UPDATE scopes SET token_sum = token_sum + :tokens - ("
-                "SELECT tokens FROM events WHERE project = :p AND model = :m AND id = :id)"
-                " WHERE project = :p AND model = :m AND EXISTS ("
-                "SELECT 1 FROM events WHERE project = :p AND model = :m AND id = :id)",
-                row,
-            )
-            conn.execute(
-                "UPDATE events SET tokens = :tokens WHERE project = :p AND model = :m AND id = :id",
+        elif res is not None:
+            row = {"p": p, "m": m, "id": res.id, "now": now, "tokens": None}
+            if o.prompt_tokens is not None:  # the real count replaces the guess
+                row["tokens"] = max(0, int(o.prompt_tokens))
+                conn.execute(
+                    "UPDATE scopes SET token_sum = token_sum + :tokens - ("
+                    "SELECT tokens FROM events WHERE project = :p AND model = :m AND id = :id)"
+                    " WHERE project = :p AND model = :m AND EXISTS ("
+                    "SELECT 1 FROM events WHERE project = :p AND model = :m AND id = :id)",
+                    row,
+                )
+            conn.execute(  # the flight ends: it counts a window from now (see span_of)
+                "UPDATE events SET tokens = COALESCE(:tokens, tokens),"
+                " t = CASE flying WHEN 1 THEN MAX(t, :now) ELSE t END, flying = 0"
+                " WHERE project = :p AND model = :m AND id = :id",
                 row,
             )
         reason = reason_code(o.cool_reason) or "cooling down"
@@ -366,7 +361,8 @@ class DiskState:
                     continue
                 view = self._scope_view(conn, cand, now, day)
                 limits = effective_limits(cand.limits, view.learned)
-                room = room_of(limits, len(view.events), view.token_sum, view.day_count)
+                count = len(view.events) + len(view.flying)
+                room = room_of(limits, count, view.token_sum, view.day_count)
                 scopes[cand.scope] = ScopeStatus(
                     cand.scope, view.cool_until, view.cool_reason, room, limits
                 )

@@ -6,8 +6,13 @@ from the server (``TIME``), never from a client. Every key name starts with the 
 Per (project, model) ``S`` (``T:s:<project>|<model>``) and per key fingerprint ``K``
 (``T:<fingerprint>``):
 
-- ``S:log`` sorted set, reservation id -> time (one entry per request, never per token)
-- ``S:tok`` hash, reservation id -> input tokens, and ``#`` -> their running sum
+- ``S:fly`` sorted set, reservation id -> time, for requests in flight (admitted, not
+  settled): they count whatever their time, until the in-flight TTL; the settle moves each
+  to ``S:log`` at max(its time, the server's now) (see ``_state_types.span_of``)
+- ``S:log`` sorted set, reservation id -> time of settled requests (one entry per request,
+  never per token): each counts ``window_s`` after its time
+- ``S:tok`` hash, reservation id (in ``S:fly`` or ``S:log``) -> input tokens, and ``#`` ->
+  their running sum
 - ``S:d:<day>`` requests on Pacific day number ``<day>``; ``S:w:<day>`` the 80% warning flag
 - ``S:c`` hash, the rate-limit cooldown ``u`` (until) and ``r`` (reason code)
 - ``S:l`` hash, limits learned from the server (``rpm``/``tpm``/``rpd`` -> quotaValue)
@@ -48,7 +53,6 @@ local function bump(gk, ttl_ms)
   if v <= g then v = g + 1 end
   redis.call('SET', gk, string.format('%.0f', v), 'PX', math.ceil(ttl_ms))
 end
-local function span_of(w) return w + math.min(0.25, 0.01 * w) end
 local function chunked(cmd, key, items)
   for i = 1, #items, 1000 do
     local part = {}
@@ -56,8 +60,8 @@ local function chunked(cmd, key, items)
     redis.call(cmd, key, unpack(part))
   end
 end
-local function prune(sb, horizon)
-  local old = redis.call('ZRANGEBYSCORE', sb .. ':log', '-inf', horizon)
+local function prune_set(sb, set, horizon)
+  local old = redis.call('ZRANGEBYSCORE', sb .. set, '-inf', horizon)
   if #old == 0 then return end
   local total = 0
   for i = 1, #old, 1000 do
@@ -68,12 +72,17 @@ local function prune(sb, horizon)
   end
   chunked('HDEL', sb .. ':tok', old)
   redis.call('HINCRBY', sb .. ':tok', '#', 0 - total)  -- never -0: HINCRBY refuses it
-  redis.call('ZREMRANGEBYSCORE', sb .. ':log', '-inf', horizon)
+  redis.call('ZREMRANGEBYSCORE', sb .. set, '-inf', horizon)
+end
+-- settled requests older than a window; flights never settled (their process died)
+local function prune(sb, horizon, lost)
+  prune_set(sb, ':log', horizon)
+  prune_set(sb, ':fly', lost)
 end
 -- limits of one candidate: configured (ARGV) lowered by learned (S:l)
 local function limits_of(sb, rpm, tpm, rpd, w)
   if w == nil then return nil end
-  local lim = {rpm = rpm, tpm = tpm, rpd = rpd, span = span_of(w)}
+  local lim = {rpm = rpm, tpm = tpm, rpd = rpd, span = w}
   local learned = redis.call('HGETALL', sb .. ':l')
   for i = 1, #learned, 2 do
     local dim, v = learned[i], tonumber(learned[i + 1])
@@ -82,39 +91,55 @@ local function limits_of(sb, rpm, tpm, rpd, w)
   return lim
 end
 local function day_count(sb, day) return num(redis.call('GET', sb .. ':d:' .. day)) or 0 end
+-- the earliest time the request fits, and whether it is sure (not: a request in flight
+-- must free first, a window after its settle, which nobody knows yet: no booking then)
 local function ready_at(sb, lim, now, tokens, midnight, day)
-  if lim == nil then return now end
-  local at = now
-  if lim.rpd ~= nil and day_count(sb, day) >= lim.rpd then
-    if lim.rpd > 0 then at = math.max(at, midnight) else return INF end
-  end
-  local n = redis.call('ZCARD', sb .. ':log')
-  if lim.rpm ~= nil then
-    if lim.rpm == 0 then return INF end
-    local excess = n - lim.rpm
-    if excess >= 0 then
-      local e = redis.call('ZRANGE', sb .. ':log', excess, excess, 'WITHSCORES')
-      at = math.max(at, tonumber(e[2]) + lim.span)
+  if lim == nil then return now, true end
+  local at, sure = now, true
+  local ns = redis.call('ZCARD', sb .. ':log')
+  local n = ns + redis.call('ZCARD', sb .. ':fly')
+  local function frees(i, t)  -- entry i (0-based: settled first, then in flight), time t
+    if i < ns then
+      at = math.max(at, t + lim.span)
+    else
+      at = math.max(at, t + lim.span, now + lim.span)
+      sure = false
     end
   end
-  if lim.tpm == 0 then return INF end
+  local function nth(i)
+    local e
+    if i < ns then e = redis.call('ZRANGE', sb .. ':log', i, i, 'WITHSCORES')
+    else e = redis.call('ZRANGE', sb .. ':fly', i - ns, i - ns, 'WITHSCORES') end
+    return tonumber(e[2])
+  end
+  if lim.rpd ~= nil and day_count(sb, day) >= lim.rpd then
+    if lim.rpd > 0 then at = math.max(at, midnight) else return INF, true end
+  end
+  if lim.rpm ~= nil then
+    if lim.rpm == 0 then return INF, true end
+    local excess = n - lim.rpm
+    if excess >= 0 then frees(excess, nth(excess)) end
+  end
+  if lim.tpm == 0 then return INF, true end
   if lim.tpm ~= nil and n > 0 then
     local need = (num(redis.call('HGET', sb .. ':tok', '#')) or 0) + tokens - lim.tpm
     if need > 0 then
       local all = redis.call('ZRANGE', sb .. ':log', 0, -1, 'WITHSCORES')
+      local fly = redis.call('ZRANGE', sb .. ':fly', 0, -1, 'WITHSCORES')
+      for i = 1, #fly do all[#all + 1] = fly[i] end
       local freed, found = 0, false
       for i = 1, #all, 2 do
         freed = freed + (num(redis.call('HGET', sb .. ':tok', all[i])) or 0)
         if freed >= need then
-          at = math.max(at, tonumber(all[i + 1]) + lim.span)
+          frees((i - 1) / 2, tonumber(all[i + 1]))
           found = true
           break
         end
       end
-      if not found then at = math.max(at, tonumber(all[#all]) + lim.span) end
+      if not found then frees(n - 1, tonumber(all[#all])) end
     end
   end
-  return at
+  return at, sure
 end
 """
 
@@ -161,18 +186,19 @@ for i = 12, #ARGV, 6 do
     usable = true
     c.lim = limits_of(c.sb, num(ARGV[i + 2]), num(ARGV[i + 3]), num(ARGV[i + 4]),
                       num(ARGV[i + 5]))
-    if c.lim ~= nil then prune(c.sb, now - c.lim.span) end
+    if c.lim ~= nil then prune(c.sb, now - c.lim.span, now - fttl) end
     local s = redis.call('HMGET', c.sb .. ':c', 'u', 'r')
     local kcu, scu = num(k[2]) or 0, num(s[1]) or 0
     local cooling = math.max(kcu, scu)
-    local at = math.max(now, cooling, ready_at(c.sb, c.lim, now, tokens, midnight, day))
+    local ready, sure = ready_at(c.sb, c.lim, now, tokens, midnight, day)
+    local at = math.max(now, cooling, ready)
     if at <= now then c.at = now; best = c; break end
     if cooling > now then
       local r = (scu >= kcu) and s[2] or k[3]
       if r then reasons[r] = true end
     end
     if at < earliest then earliest = at end
-    if c.lim ~= nil and at < best_at then best, best_at = c, at; c.at = at end
+    if c.lim ~= nil and sure and at < best_at then best, best_at = c, at; c.at = at end
   end
 end
 if best == nil or best.at > now then
@@ -198,10 +224,12 @@ pexpire_max(c.kb .. ':f', fttl * 1000)
 local at_day = math.floor((c.at + offset) / 86400)
 local warn = ''
 if c.lim ~= nil then
-  local span_ms = (c.at - now + c.lim.span) * 1000 + 1000
-  redis.call('ZADD', c.sb .. ':log', c.at, rid)
+  -- long enough for a settle as late as the in-flight TTL to count a window from then
+  local span_ms = (c.at - now + fttl + c.lim.span) * 1000 + 1000
+  redis.call('ZADD', c.sb .. ':fly', c.at, rid)
   redis.call('HSET', c.sb .. ':tok', rid, tokens)
   redis.call('HINCRBY', c.sb .. ':tok', '#', tokens)
+  pexpire_max(c.sb .. ':fly', span_ms)
   pexpire_max(c.sb .. ':log', span_ms)
   pexpire_max(c.sb .. ':tok', span_ms)
   local dk = c.sb .. ':d:' .. at_day
@@ -232,16 +260,27 @@ if rid ~= '' then
   if ARGV[4] == '1' then
     local old = num(redis.call('HGET', sb .. ':tok', rid))
     if ARGV[5] == '1' then
-      if redis.call('ZREM', sb .. ':log', rid) == 1 then
+      if redis.call('ZREM', sb .. ':fly', rid) + redis.call('ZREM', sb .. ':log', rid) == 1 then
         redis.call('HDEL', sb .. ':tok', rid)
         redis.call('HINCRBY', sb .. ':tok', '#', 0 - (old or 0))  -- never -0
         local dk = sb .. ':d:' .. ARGV[7]
         if (num(redis.call('GET', dk)) or 0) > 0 then redis.call('DECR', dk) end
       end
-    elseif ARGV[6] ~= '' and old ~= nil then
-      local new = tonumber(ARGV[6])
-      redis.call('HSET', sb .. ':tok', rid, new)
-      redis.call('HINCRBY', sb .. ':tok', '#', new - old)
+    else
+      -- the flight ends: the request reached the server by now, so it counts a window
+      -- from now (or from its slot, if later); S:log lives as long as S:tok
+      local t = num(redis.call('ZSCORE', sb .. ':fly', rid))
+      if t ~= nil then
+        redis.call('ZREM', sb .. ':fly', rid)
+        redis.call('ZADD', sb .. ':log', math.max(t, now), rid)
+        local ttl = redis.call('PTTL', sb .. ':tok')
+        if ttl > 0 then pexpire_max(sb .. ':log', ttl) end
+      end
+      if ARGV[6] ~= '' and old ~= nil then
+        local new = tonumber(ARGV[6])
+        redis.call('HSET', sb .. ':tok', rid, new)
+        redis.call('HINCRBY', sb .. ':tok', '#', new - old)
+      end
     end
   end
 end
@@ -292,11 +331,12 @@ for i = 4, #ARGV, 6 do
   local flying = redis.call('ZCOUNT', kb .. ':f', now - fttl, '+inf')
   local lim = limits_of(sb, num(ARGV[i + 2]), num(ARGV[i + 3]), num(ARGV[i + 4]),
                         num(ARGV[i + 5]))
-  if lim ~= nil then prune(sb, now - lim.span) end
+  if lim ~= nil then prune(sb, now - lim.span, now - fttl) end
   local s = redis.call('HMGET', sb .. ':c', 'u', 'r')
   local learned = redis.call('HGETALL', sb .. ':l')
   out[#out + 1] = {k[1] or '', k[2] or '0', k[3] or '', tostring(flying),
-                   s[1] or '0', s[2] or '', tostring(redis.call('ZCARD', sb .. ':log')),
+                   s[1] or '0', s[2] or '',
+                   tostring(redis.call('ZCARD', sb .. ':log') + redis.call('ZCARD', sb .. ':fly')),
                    redis.call('HGET', sb .. ':tok', '#') or '0',
                    tostring(day_count(sb, day)), learned}
 end

@@ -53,7 +53,10 @@ class _Key:
 
 @dataclass
 class _Scope:
-    events: list[list[Any]] = field(default_factory=list)  # [time, tokens, id], time order
+    # entries [stamp, tokens, id, in flight]: settled ones in ``events``, those in flight in
+    # ``flying``, each list in stamp order
+    events: list[list[Any]] = field(default_factory=list)
+    flying: list[list[Any]] = field(default_factory=list)
     by_id: dict[str, list[Any]] = field(default_factory=dict)
     token_sum: int = 0
     days: dict[int, int] = field(default_factory=dict)  # Pacific day number -> requests
@@ -62,36 +65,47 @@ class _Scope:
     cool_reason: str | None = None
     learned: dict[str, int] = field(default_factory=dict)
 
-    def prune(self, horizon: float) -> None:
-        events = self.events
-        cut = 0
-        while cut < len(events) and events[cut][0] <= horizon:
-            gone = events[cut]
-            self.token_sum -= gone[1]
-            del self.by_id[gone[2]]
-            cut += 1
-        if cut:
-            del events[:cut]
+    def prune(self, horizon: float, now: float) -> None:
+        """Drop settled entries stamped at or before ``horizon``, and flights never settled."""
+        for entries, cut_at in ((self.events, horizon), (self.flying, now - INFLIGHT_TTL_S)):
+            cut = 0
+            while cut < len(entries) and entries[cut][0] <= cut_at:
+                gone = entries[cut]
+                self.token_sum -= gone[1]
+                del self.by_id[gone[2]]
+                cut += 1
+            if cut:
+                del entries[:cut]
 
     def add(self, at: float, tokens: int, rid: str) -> None:
-        entry = [at, tokens, rid]
-        events = self.events
-        if not events or events[-1][0] <= at:
-            events.append(entry)
-        else:  # a booked future slot, then an earlier one: keep time order
-            events.insert(bisect.bisect_right([e[0] for e in events], at), entry)
+        entry = [at, tokens, rid, True]
+        _insert(self.flying, entry)
         self.by_id[rid] = entry
         self.token_sum += tokens
+
+    def land(self, entry: list[Any], now: float) -> None:
+        """A flight ends: its entry counts ``span`` from now (or from its stamp, if later)."""
+        self.flying.remove(entry)
+        entry[0], entry[3] = max(entry[0], now), False
+        _insert(self.events, entry)
 
     def view(self, day: int) -> ScopeView:
         return ScopeView(
             events=self.events,
+            flying=self.flying,
             token_sum=self.token_sum,
             day_count=self.days.get(day, 0),
             cool_until=self.cool_until,
             cool_reason=self.cool_reason,
             learned=self.learned,
         )
+
+
+def _insert(entries: list[list[Any]], entry: list[Any]) -> None:
+    if not entries or entries[-1][0] <= entry[0]:
+        entries.append(entry)
+    else:  # a booked future slot, then an earlier one: keep stamp order
+        entries.insert(bisect.bisect_right([e[0] for e in entries], entry[0]), entry)
 
 
 class InMemoryState:
@@ -159,7 +173,7 @@ class InMemoryState:
                 return _EMPTY
             limits = effective_limits(cand.limits, scope.learned)
             if limits is not None:
-                scope.prune(now - span_of(limits))
+                scope.prune(now - span_of(limits), now)
             return scope.view(day)
 
         decision = decide(candidates, keys, view, need, now, book_until_s)
@@ -210,8 +224,8 @@ class InMemoryState:
         res = o.reservation
         if res is not None:
             key.flights.pop(res.id, None)
-            if res.counted and scope is not None and (o.cancel or o.prompt_tokens is not None):
-                self._correct(scope, res, o)
+            if res.counted and scope is not None:
+                self._correct(scope, res, o, now)
         reason = reason_code(o.cool_reason) or "cooling down"
         if o.cool_scope_s is not None:
             scope = self._scopes.setdefault(o.scope, _Scope())
@@ -232,18 +246,21 @@ class InMemoryState:
                     scope.learned[dim] = min(int(value), scope.learned.get(dim, int(value)))
 
     @staticmethod
-    def _correct(scope: _Scope, res: Reservation, o: Settle) -> None:
+    def _correct(scope: _Scope, res: Reservation, o: Settle, now: float) -> None:
         entry = scope.by_id.get(res.id)
         if entry is None:  # expired, or already given back
             return
         if o.cancel:
-            scope.events.remove(entry)
+            (scope.flying if entry[3] else scope.events).remove(entry)
             del scope.by_id[res.id]
             scope.token_sum -= entry[1]
             if scope.days.get(res.day, 0) > 0:
                 scope.days[res.day] -= 1
-        else:
-            tokens = max(0, int(o.prompt_tokens or 0))
+            return
+        if entry[3]:
+            scope.land(entry, now)
+        if o.prompt_tokens is not None:
+            tokens = max(0, int(o.prompt_tokens))
             scope.token_sum += tokens - entry[1]
             entry[1] = tokens
 
@@ -264,14 +281,14 @@ class InMemoryState:
                 scope = self._scopes.get(cand.scope, _Scope())
                 limits = effective_limits(cand.limits, scope.learned)
                 if limits is not None:
-                    scope.prune(now - span_of(limits))
+                    scope.prune(now - span_of(limits), now)
                 scopes[cand.scope] = ScopeStatus(
                     cand.scope,
                     scope.cool_until,
                     scope.cool_reason,
                     room_of(
                         limits,
-                        len(scope.events),
+                        len(scope.events) + len(scope.flying),
                         scope.token_sum,
                         scope.days.get(day, 0),
                     ),

@@ -35,17 +35,40 @@ CREATE TABLE IF NOT EXISTS days (
     project TEXT NOT NULL, model TEXT NOT NULL, day INTEGER NOT NULL,
     count INTEGER NOT NULL DEFAULT 0, warned INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (project, model, day));
+-- one row per request in a window: flying = 1 from its admit to its settle (it counts
+-- whatever t is), then t = the settle's time if later, and it counts until t + window_s
 CREATE TABLE IF NOT EXISTS events (
     project TEXT NOT NULL, model TEXT NOT NULL, id TEXT NOT NULL,
-    t REAL NOT NULL, tokens INTEGER NOT NULL, PRIMARY KEY (project, model, id)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS events_t ON events (project, model, t);
+    t REAL NOT NULL, tokens INTEGER NOT NULL, flying INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (project, model, id)) WITHOUT ROWID;
 """
+INDEXES = (
+    "DROP INDEX IF EXISTS events_t",  # (project, model, t): before requests in flight were told
+    "CREATE INDEX IF NOT EXISTS events_ft ON events (project, model, flying, t)",
+)
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring a file made by an earlier version up to ``SCHEMA`` (its rows count as settled),
+    in one transaction: processes starting together must not both add the column."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+        if "flying" not in columns:
+            conn.execute("ALTER TABLE events ADD COLUMN flying INTEGER NOT NULL DEFAULT 0")
+        for statement in INDEXES:
+            conn.execute(statement)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 class Events(Sequence[Any]):
-    """A scope's window, read lazily: its length is known; rows are fetched when asked."""
+    """A scope's settled requests, read lazily: their count is known; rows are fetched
+    when asked."""
 
-    _SQL = "SELECT t, tokens FROM events WHERE project = ? AND model = ? ORDER BY t"
+    _SQL = "SELECT t, tokens FROM events WHERE project = ? AND model = ? AND flying = 0 ORDER BY t"
 
     def __init__(self, conn: sqlite3.Connection, project: str, model: str, count: int) -> None:
         self._conn, self._args, self._count = conn, (project, model), count
@@ -68,6 +91,52 @@ class Events(Sequence[Any]):
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self._conn.execute(self._SQL, self._args))
+
+
+def read_window(
+    conn: sqlite3.Connection,
+    project: str,
+    model: str,
+    totals: tuple[int, int],
+    horizon: float,
+    lost: float,
+) -> tuple[Events, list[Any], int]:
+    """A scope's window after dropping what expired: settled requests stamped at or before
+    ``horizon`` and flights started at or before ``lost`` (their process never settled them).
+
+    ``totals`` are the scope's running count and token sum (``scopes.n``, ``token_sum``),
+    kept up to date here. Returns the settled requests (lazy), those in flight (stamp
+    order) and the token sum of both.
+    """
+    p, m = project, model
+    gone, freed = conn.execute(  # the running count and sum, less what expired
+        "SELECT COUNT(*), COALESCE(SUM(tokens), 0) FROM events"
+        " WHERE project = ? AND model = ? AND flying = 0 AND t <= ?",
+        (p, m, horizon),
+    ).fetchone()
+    flying = conn.execute(
+        "SELECT t, tokens FROM events WHERE project = ? AND model = ? AND flying = 1 ORDER BY t",
+        (p, m),
+    ).fetchall()
+    if flying and flying[0][0] <= lost:
+        dead = [row for row in flying if row[0] <= lost]
+        gone, freed = gone + len(dead), freed + sum(row[1] for row in dead)
+        flying = flying[len(dead) :]
+        conn.execute(
+            "DELETE FROM events WHERE project = ? AND model = ? AND flying = 1 AND t <= ?",
+            (p, m, lost),
+        )
+    count, token_sum = totals[0] - gone, totals[1] - freed
+    if gone:
+        conn.execute(
+            "DELETE FROM events WHERE project = ? AND model = ? AND flying = 0 AND t <= ?",
+            (p, m, horizon),
+        )
+        conn.execute(
+            "UPDATE scopes SET n = ?, token_sum = ? WHERE project = ? AND model = ?",
+            (count, token_sum, p, m),
+        )
+    return Events(conn, p, m, count - len(flying)), flying, token_sum
 
 
 def connect(path: str | os.PathLike[str]) -> sqlite3.Connection:

@@ -19,8 +19,9 @@ clients and the round-robin cursor; everything else is here):
    ``delay`` (a booked slot) and send with ``candidates[index]``; ``WaitUntil`` -> wait
    ``delay`` and ask again, or raise ``AllKeysRateLimitedError`` past ``max_wait``;
    ``AllQuarantined`` -> raise ``NoValidKeysError`` with its reasons.
-3. ``settle(Settle(fp, scope, reservation, ...))`` once the attempt ends: success ->
-   ``prompt_tokens``; never sent -> ``cancel=True``; 429 -> ``cool_scope_s`` and
+3. ``settle(Settle(fp, scope, reservation, ...))`` once the attempt ends (it restamps the
+   slot at the backend's now: see ``span_of``): success -> ``prompt_tokens``; never sent ->
+   ``cancel=True``; 429 -> ``cool_scope_s`` and
    ``cool_key_s`` (RetryInfo, or until Pacific midnight for a per-day violation) and
    ``learned`` (quotaValue); bad key -> ``quarantine=reason``; server fault ->
    ``cool_key_s`` when the pool has a fault cooldown.
@@ -39,7 +40,7 @@ from datetime import datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from langchain_gemini_pool._clock import PACIFIC
-from langchain_gemini_pool._quota import WINDOW_MARGIN_S, QuotaLimits
+from langchain_gemini_pool._quota import QuotaLimits
 
 QUARANTINE_TTL_S = 30 * 86400
 """How long a quarantine is remembered without the key being offered again."""
@@ -138,8 +139,9 @@ class Settle:
     fingerprint: str
     scope: Scope
     reservation: Reservation | None = None
-    """Ends the reservation's flight; with ``prompt_tokens`` or ``cancel`` it also corrects
-    or gives back its window slot."""
+    """Ends the reservation's flight: its window entry (request and tokens) is stamped at
+    the backend's now if that is later (the request reached the server before this), and
+    counts ``window_s`` from there; ``prompt_tokens`` corrects it, ``cancel`` gives it back."""
     prompt_tokens: int | None = None
     cancel: bool = False
     """The request was never sent: its request, tokens and daily count are given back."""
@@ -222,8 +224,20 @@ def reason_code(text: str | None) -> str | None:
 
 
 def span_of(limits: QuotaLimits) -> float:
-    """The window a request counts in: ``window_s`` plus the in-flight margin."""
-    return limits.window_s + min(WINDOW_MARGIN_S, 0.01 * limits.window_s)
+    """How long a settled request counts after its stamp: ``window_s``, no margin.
+
+    Google counts a request when it arrives, some time between its admit and its answer.
+    So a request's window entry counts with no end while it is in flight (until
+    ``INFLIGHT_TTL_S``), and its settle moves its stamp to the backend's now (never
+    earlier), which is after its arrival. Then no interval of ``window_s`` at the server
+    holds more than the limit, whatever the transit delay: take R, of the requests arriving
+    in one such interval, the one admitted last (at ``d``, stamped ``s >= d``, arriving at
+    or after ``s``). Every other one arriving there was admitted before ``d`` and was then
+    either in flight (counted) or settled, stamped at or after its arrival, so later than
+    ``s - window_s`` (counted). R's admit saw all of them and found room for one more. A
+    server that counts per aligned window (Google) counts in some of these intervals only.
+    """
+    return limits.window_s
 
 
 def pacific_offset(now: float) -> int:

@@ -5,11 +5,20 @@ server's TIME, so its tests use sub-second windows and really wait."""
 from __future__ import annotations
 
 import math
+import random
+from typing import Any
 
 import pytest
 
-from langchain_gemini_pool import QuotaLimits
+from langchain_gemini_pool import (
+    QuotaLimits,
+    _state_disk,
+    _state_memory,
+    _state_redis,
+    _state_redis_codec,
+)
 from langchain_gemini_pool._state_types import (
+    INFLIGHT_TTL_S,
     Admit,
     AllQuarantined,
     Candidate,
@@ -60,22 +69,93 @@ def test_a_full_day_waits_until_midnight_pacific(harness: Harness) -> None:
     assert denied.until > denied.now + 30  # not the per-window wait
 
 
+def backend_now(h: Harness, c: Candidate) -> float:
+    """The backend's time now (its own clock; Redis: the server's ``TIME``)."""
+    return h.state.snapshot([c]).now
+
+
+def worst_interval(spans: list[tuple[float, float, int]], window: float) -> tuple[int, int]:
+    """The most requests (and tokens) the server could see in one ``window``-long interval,
+    each arriving anywhere between its slot and its settle (``spans``: slot, settle, tokens).
+
+    One interval [s, s + window) can hold every request with slot < s + window and settle
+    >= s; the most are held when s is one of the settles."""
+    worst = (0, 0)
+    for _, start, _ in spans:
+        inside = [n for a, b, n in spans if a < start + window and b >= start]
+        worst = max(worst, (len(inside), sum(inside)))
+    return worst
+
+
 def test_never_more_than_the_limit_in_any_window(harness: Harness) -> None:
-    window, rpm, tpm = (0.4, 4, 40) if harness.kind.startswith("redis") else (10.0, 4, 40)
+    """Whatever the transit delay: requests settle 0 to 3 steps (up to nearly half a
+    window) after their slot, and may reach the server any time in between."""
+    redis = harness.kind.startswith("redis")
+    window, rpm, tpm = (0.4, 4, 40) if redis else (10.0, 4, 40)
     c = cand(harness, KEY_A, QuotaLimits(rpm=rpm, tpm=tpm, window_s=window))
-    taken: list[tuple[float, int]] = []
+    rng = random.Random(11)
+    flying: list[list[Any]] = []  # [reservation, tokens, steps left]
+    spans: list[tuple[float, float, int]] = []  # (slot, settle, tokens)
     step = window / 7
-    for i in range(60 if harness.kind.startswith("redis") else 200):
+    for i in range(60 if redis else 200):
         tokens = (3, 17, 8, 1, 12)[i % 5]
         decision = harness.state.admit([c], tokens)
         if isinstance(decision, Admit):
-            taken.append((decision.reservation.at, tokens))
+            flying.append([decision.reservation, tokens, rng.randint(0, 3)])
         harness.advance(step)
-    assert len(taken) >= 10
-    for start, _ in taken:
-        inside = [n for t, n in taken if start <= t < start + window]
-        assert len(inside) <= rpm
-        assert sum(inside) <= tpm
+        for f in list(flying):
+            f[2] -= 1
+            if f[2] < 0:
+                flying.remove(f)
+                settled = backend_now(harness, c)  # the settle stamps at this time or later
+                harness.state.settle(Settle(c.fingerprint, S, f[0], prompt_tokens=f[1]))
+                spans.append((f[0].at, settled, f[1]))
+    assert len(spans) >= 10
+    assert any(b - a >= 2 * step for a, b, _ in spans)  # some took two steps or more
+    requests, tokens = worst_interval(spans, window)
+    assert requests <= rpm
+    assert tokens <= tpm
+
+
+def test_a_request_counts_a_window_from_its_settle(harness: Harness) -> None:
+    """Admitted at t, settled at t + d: its slot is held until t + d + window (in flight,
+    it counts however old its slot), and nobody books past it while it is in flight."""
+    redis = harness.kind.startswith("redis")
+    window = 0.6 if redis else 30.0
+    c = cand(harness, KEY_A, QuotaLimits(rpm=1, tpm=100, window_s=window))
+    first = admitted(harness.state.admit([c], 10))
+    harness.advance(window * 7 / 6)  # longer than a window in flight: still counted
+    busy = harness.state.admit([c], 0, book_until_s=10 * window)
+    assert isinstance(busy, WaitUntil)  # no booking: its end is unknown
+    assert window * 0.98 <= busy.delay <= window + 1e-3  # the earliest it could free: settled now
+    settled = backend_now(harness, c)
+    harness.state.settle(Settle(c.fingerprint, S, first.reservation, prompt_tokens=90))
+    assert room(harness, c) == {"rpm": 0, "tpm": 10, "rpd": None}
+    harness.advance(window / 2)
+    assert isinstance(harness.state.admit([c], 0), WaitUntil)  # held a window from its settle
+    booked = admitted(harness.state.admit([c], 0, book_until_s=window))  # settled: bookable
+    assert settled + window <= booked.reservation.at <= backend_now(harness, c) + window / 2
+    harness.state.settle(Settle(c.fingerprint, S, booked.reservation, cancel=True))
+    harness.advance(window / 2 + (0.05 if redis else 0.0))
+    assert room(harness, c) == {"rpm": 1, "tpm": 100, "rpd": None}
+    admitted(harness.state.admit([c], 0))
+
+
+def test_a_flight_never_settled_stops_counting_after_the_inflight_ttl(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process that died mid-call holds its slot for the in-flight TTL, not forever."""
+    redis = harness.kind.startswith("redis")
+    ttl = 0.5 if redis else INFLIGHT_TTL_S
+    for module in (_state_redis, _state_redis_codec, _state_memory, _state_disk):
+        monkeypatch.setattr(module, "INFLIGHT_TTL_S", ttl)
+    c = cand(harness, KEY_A, QuotaLimits(rpm=2, tpm=100, window_s=ttl / 5))
+    admitted(harness.state.admit([c], 60))
+    admitted(harness.state.admit([c], 0))
+    harness.advance(ttl * 0.6)
+    assert isinstance(harness.state.admit([c], 0), WaitUntil)
+    harness.advance(ttl * 0.6)
+    assert room(harness, c) == {"rpm": 2, "tpm": 100, "rpd": None}
 
 
 def test_cooldowns_only_extend(harness: Harness) -> None:
@@ -170,10 +250,12 @@ def test_a_free_slot_can_be_booked_ahead(harness: Harness) -> None:
     window = 0.5 if harness.kind.startswith("redis") else 30.0
     c = cand(harness, KEY_A, QuotaLimits(rpm=1, window_s=window))
     first = admitted(harness.state.admit([c], 0))
+    settled = backend_now(harness, c)
+    harness.state.settle(Settle(c.fingerprint, S, first.reservation, prompt_tokens=0))
     assert isinstance(harness.state.admit([c], 0), WaitUntil)
     assert isinstance(harness.state.admit([c], 0, book_until_s=window / 10), WaitUntil)
     booked = admitted(harness.state.admit([c], 0, book_until_s=2 * window))
-    assert window <= booked.reservation.at - first.reservation.at <= window * 1.02
+    assert settled + window <= booked.reservation.at <= booked.now + window
     assert booked.delay > 0
     assert isinstance(harness.state.admit([c], 0, book_until_s=2 * window), WaitUntil)
 

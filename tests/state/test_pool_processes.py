@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
+import random
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
@@ -91,7 +92,9 @@ def _hammer(
 
 
 N, WINDOW, RUN_S = 20, 3.0, 9.0
-JITTER_S = 0.15
+TRANSIT_S = 0.1
+"""Each request reaches the emulator's quota up to this long after the pool sent it: the
+delay a busy machine adds between a slot and the arrival, made certain (>> 1% of WINDOW)."""
 
 
 def test_four_processes_never_exceed_the_limit_and_nearly_reach_it(
@@ -99,8 +102,11 @@ def test_four_processes_never_exceed_the_limit_and_nearly_reach_it(
 ) -> None:
     arrivals: list[float] = []
 
-    def log(body: dict[str, Any]) -> None:
+    transit = random.Random(5)
+
+    def log(body: dict[str, Any]) -> None:  # runs as the request arrives, before its quota
         if "warm up" not in json.dumps(body):  # the warm-ups go to another model
+            time.sleep(transit.uniform(0, TRANSIT_S))
             arrivals.append(time.time())
 
     quotas = {"shared": {MODEL: Quota(rpm=N)}}
@@ -131,15 +137,18 @@ def test_four_processes_never_exceed_the_limit_and_nearly_reach_it(
     for t in arrivals:
         per_window[math.floor(t / WINDOW)] = per_window.get(math.floor(t / WINDOW), 0) + 1
     assert max(per_window.values()) <= N
-    # ... nor did any interval of WINDOW less the transit jitter a busy machine adds between
-    # taking a slot and the request's arrival (the pool's margin is 1% of the window)
-    span = WINDOW - JITTER_S
-    assert max(sum(1 for t in arrivals if s <= t < s + span) for s in arrivals) <= N
+    # ... nor did any WINDOW-long interval, however long the request took between its slot
+    # and its arrival (a request counts a window from its settle, which is after it)
+    worst = max(sum(1 for t in arrivals if s <= t < s + WINDOW) for s in arrivals)
+    assert worst <= N
     # ... and the four together reached at least 95% of N in each whole window
     times = sorted(arrivals)
     whole = int((times[-1] - times[0]) // WINDOW)
     reached = sum(1 for t in times if t < times[0] + whole * WINDOW)
-    print(f"{backend!r}: {reached} in {whole} windows of {N}; {total['ok']} served in all")
+    print(
+        f"{backend!r}: {reached} in {whole} windows of {N}; {total['ok']} served in all;"
+        f" at most {worst} in any {WINDOW} s"
+    )
     assert reached >= 0.95 * N * whole
 
 

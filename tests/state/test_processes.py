@@ -32,12 +32,17 @@ OTHER = Scope("shared-proj", "gemini-2.5-pro")
 
 
 def _worker(state: StateBackend, cand: Candidate, start: float, out: Any) -> None:
+    """Takes slots as a pool does: a full window books the next free slot (up to a window
+    ahead) and waits for it. Asking again after each wait instead let one process starve:
+    a window's slots free in the burst they were taken in, and a process already in its
+    loop took them all while the others woke from their waits a little too late."""
     times: list[float] = []
     while time.time() < start:
         time.sleep(0.001)
     while time.time() < start + RUN_S:
-        decision = state.admit([cand], 1)
+        decision = state.admit([cand], 1, book_until_s=WINDOW)
         if isinstance(decision, Admit):
+            time.sleep(decision.delay)
             times.append(decision.reservation.at)
             state.settle(Settle(cand.fingerprint, S, decision.reservation, prompt_tokens=1))
         elif isinstance(decision, WaitUntil):

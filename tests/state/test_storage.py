@@ -173,3 +173,48 @@ def test_a_decision_waits_for_the_write_lock_another_process_holds(tmp_path: Pat
         state.close()
     assert isinstance(decision, Admit)
     assert time.monotonic() - t0 >= 0.25  # it did wait for the lock
+
+
+def test_a_file_from_before_flights_were_told_apart_still_works(tmp_path: Path) -> None:
+    """A state file written by an earlier version (no ``flying`` column): its window rows
+    count as settled, and new requests are told apart."""
+    import sqlite3
+
+    from langchain_gemini_pool._state_disk import FILENAME
+
+    (tmp_path / "old").mkdir()
+    old = sqlite3.connect(tmp_path / "old" / FILENAME, isolation_level=None)
+    old.executescript(
+        "CREATE TABLE events (project TEXT NOT NULL, model TEXT NOT NULL, id TEXT NOT NULL,"
+        " t REAL NOT NULL, tokens INTEGER NOT NULL, PRIMARY KEY (project, model, id))"
+        " WITHOUT ROWID; CREATE INDEX events_t ON events (project, model, t);"
+        "CREATE TABLE scopes (project TEXT NOT NULL, model TEXT NOT NULL,"
+        " cool_until REAL NOT NULL DEFAULT 0, cool_reason TEXT,"
+        " learned TEXT NOT NULL DEFAULT '{}', n INTEGER NOT NULL DEFAULT 0,"
+        " token_sum INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (project, model));"
+    )
+    old.execute("INSERT INTO events VALUES (?, ?, 'old1', ?, 7)", (S.project, S.model, T0 - 5))
+    old.execute(
+        "INSERT INTO scopes (project, model, n, token_sum) VALUES (?, ?, 1, 7)",
+        (S.project, S.model),
+    )
+    old.close()
+    clock = ManualClock(T0)
+    state = DiskState(tmp_path / "old", clock)
+    c = Candidate(state.fingerprint(SECRET), S, QuotaLimits(rpm=2, window_s=30))
+    assert state.snapshot([c]).scopes[S].room["rpm"] == 1  # the old row counts
+    got = state.admit([c], 3)
+    assert isinstance(got, Admit)
+    clock.advance(25)  # the old row has expired, the new one is in flight
+    assert state.snapshot([c]).scopes[S].room["rpm"] == 1
+    clock.advance(30)
+    assert state.snapshot([c]).scopes[S].room["rpm"] == 1  # in flight still counts
+    state.settle(Settle(c.fingerprint, S, got.reservation, prompt_tokens=3))
+    clock.advance(29)
+    assert state.snapshot([c]).scopes[S].room["rpm"] == 1  # a window from its settle
+    clock.advance(2)
+    assert state.snapshot([c]).scopes[S].room["rpm"] == 2
+    indexes = {r[1] for r in sqlite3.connect(state.path).execute("PRAGMA index_list(events)")}
+    assert "events_t" not in indexes
+    assert "events_ft" in indexes
+    state.close()
