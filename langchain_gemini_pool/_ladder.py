@@ -143,7 +143,7 @@ class LadderScheduler:
         self.prefer: Prefer = prefer
         self._rungs: list[Rung] = [make_rung(m, limits_for_model(limits, m)) for m in models]
         self.blocking = any(r.blocking for r in self._rungs)
-        """Whether a decision does I/O (async paths then run it in a thread)."""
+        """Whether a decision does I/O (see ``SharedScheduler.blocking``)."""
         states = {id(r.state): r.state for r in self._rungs if isinstance(r, SharedScheduler)}
         self._state = None
         if len(states) == 1 and all(isinstance(r, SharedScheduler) for r in self._rungs):

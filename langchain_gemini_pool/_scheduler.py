@@ -59,7 +59,7 @@ class Scheduler(Chooser):
     """
 
     blocking = False
-    """Whether a decision does I/O (async paths then run it in a thread): never here."""
+    """Whether a decision does I/O (see ``SharedScheduler.blocking``): never here."""
 
     def __init__(
         self,
