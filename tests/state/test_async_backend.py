@@ -240,3 +240,61 @@ async def test_a_redis_killed_during_async_requests_falls_back_and_comes_back(
     else:
         raise AssertionError("RedisState never went back to Redis")
     assert server.stats()["total"]["client_errors"] == 0
+
+
+class GatedRedisState(NotedRedisState):
+    """A real ``RedisState`` whose settles (sync or async) wait for ``gate``: a give-back
+    that cannot finish until the test says so."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = threading.Event()
+
+    def settle(self, *args: Any, **kwargs: Any) -> Any:
+        self.gate.wait(30)
+        return super().settle(*args, **kwargs)
+
+    async def asettle(self, *args: Any, **kwargs: Any) -> Any:
+        while not self.gate.is_set():
+            await asyncio.sleep(0.005)
+        return await super().asettle(*args, **kwargs)
+
+
+async def test_a_cancelled_caller_does_not_wait_for_the_give_back(
+    redis_factory: Callable[..., RedisServer],
+) -> None:
+    with FakeGeminiServer(keys=KEYS[:1], faults=Faults(latency_s=3.0)) as slow:
+        state = GatedRedisState(redis_factory().url)
+        pool = pool_on(slow, state, keys=KEYS[:1])
+        task = asyncio.create_task(pool.ainvoke("slow question"))
+        await until(lambda: slow.stats()["total"]["requests"] == 1, "the request reached it")
+        task.cancel()
+        # the give-back cannot finish (gated): a caller that waited for it would hang here
+        done, _ = await asyncio.wait([task], timeout=20)
+        assert done and task.cancelled()
+        assert row(pool)["in_flight"] == 1  # not given back yet ...
+        state.gate.set()
+        await until(lambda: row(pool)["in_flight"] == 0, "the key given back in Redis")
+
+
+async def test_an_async_ladder_over_redis_makes_one_admit_per_attempt(
+    redis_factory: Callable[..., RedisServer],
+) -> None:
+    pro, flash = "gemini-2.5-pro", "gemini-2.5-flash"
+    with FakeGeminiServer(keys=KEYS, zero_quota_models=[pro]) as server:
+        state = NotedRedisState(redis_factory().url)
+        pool = ChatGeminiPool(
+            model=pro,
+            fallback_models=[flash],
+            api_keys=KEYS,
+            base_url=server.base_url,
+            state=state,
+            max_wait=0,
+        )
+        assert (await pool.ainvoke("learn that pro is out")).content
+        assert set(state.names()) == {"aadmit", "asettle"}
+        assert state.threads("aadmit", "asettle") == {threading.get_ident()}
+        state.calls.clear()
+        answer = await pool.ainvoke("hello")
+        assert answer.response_metadata["model_name"] == flash
+        assert state.names() == Counter({"aadmit": 1, "asettle": 1})  # the ladder in one admit
