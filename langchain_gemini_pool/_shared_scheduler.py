@@ -99,6 +99,7 @@ class SharedScheduler:
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._keys: list[_Key] = []
+        self._levels: dict[int, list[_Key]] | None = None  # see _by_level
         self._cursor: dict[int, int] = {}
         self._size = 0
 
@@ -129,6 +130,7 @@ class SharedScheduler:
             for project, masked, shared_id, priority, candidate in made:
                 key = _Key(len(self._keys), project, masked, shared_id, priority, candidate)
                 self._keys.append(key)
+                self._levels = None
                 self._size += 1
                 indices.append(key.index)
             return indices
@@ -136,6 +138,7 @@ class SharedScheduler:
     def remove_key(self, index: int) -> None:
         with self._guard():
             self._key(index).removed = True
+            self._levels = None
             self._size -= 1
 
     def _key(self, index: int) -> _Key:
@@ -169,24 +172,34 @@ class SharedScheduler:
 
     # --- choosing ---------------------------------------------------------------------------
 
+    def _by_level(self) -> dict[int, list[_Key]]:
+        """The keys in use by priority level, levels ascending (kept until keys change;
+        under the lock)."""
+        levels = self._levels
+        if levels is None:
+            found: dict[int, list[_Key]] = {}
+            for key in self._keys:
+                if not key.removed:
+                    found.setdefault(key.priority, []).append(key)
+            levels = self._levels = {p: found[p] for p in sorted(found)}
+        return levels
+
     def _order(self, avoid: Collection[int]) -> list[_Key]:
         """Keys as the strategy would try them: priority levels ascending; within a level
         the cursor's order (or least load first), keys already tried last."""
-        levels: dict[int, list[_Key]] = {}
-        for key in self._keys:
-            if not key.removed:
-                levels.setdefault(key.priority, []).append(key)
         order: list[_Key] = []
-        for priority in sorted(levels):
-            keys = levels[priority]
+        for priority, keys in self._by_level().items():
             if self.strategy == "least_used":
                 keys = sorted(keys, key=lambda k: (k.requests + k.in_flight, k.index))
             else:  # the cursor moves now, so concurrent callers start at different keys
                 start = self._cursor.get(priority, 0) % len(keys)
                 self._cursor[priority] = start + 1
                 keys = keys[start:] + keys[:start]
-            order += [k for k in keys if k.index not in avoid]
-            order += [k for k in keys if k.index in avoid]
+            if avoid:
+                order += [k for k in keys if k.index not in avoid]
+                order += [k for k in keys if k.index in avoid]
+            else:
+                order += keys
         return order
 
     def choose(
@@ -224,6 +237,8 @@ class SharedScheduler:
         and how the backend sees each. A ladder puts several rungs' in one ``admit``."""
         with self._guard():
             order = self._order(avoid)
+        if reserve:
+            return order, [k.candidate for k in order]
         return order, [self._candidate(k, reserve) for k in order]
 
     def concluded(
@@ -255,7 +270,7 @@ class SharedScheduler:
             return
         with self._guard():
             for priority in {k.priority for k in order}:
-                level = [k for k in self._keys if not k.removed and k.priority == priority]
+                level = self._by_level().get(priority, [])
                 first = next(k for k in order if k.priority == priority)
                 if first in level and self._cursor.get(priority) == level.index(first) + 1:
                     self._cursor[priority] = level.index(first)
@@ -267,8 +282,9 @@ class SharedScheduler:
             key.in_flight += 1
             first = next(k for k in order if k.priority == key.priority)
             if self.strategy == "round_robin" and first is not key:  # it skipped keys
-                level = [k for k in self._keys if not k.removed and k.priority == key.priority]
-                self._cursor[key.priority] = level.index(key) + 1
+                level = self._by_level().get(key.priority, [])
+                if key in level:  # (not removed meanwhile)
+                    self._cursor[key.priority] = level.index(key) + 1
         if admit.warning is not None:
             logger.warning(
                 "Project %s (%s) has used %d%% of its daily request quota (%d requests).",
