@@ -18,8 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from langchain_core.messages import HumanMessage
 
 from langchain_gemini_pool import ChatGeminiPool, DiskState, QuotaLimits, RedisState
+from langchain_gemini_pool._driver import Io
+from langchain_gemini_pool._scheduler import Pick
 from langchain_gemini_pool.testing import FakeGeminiServer, Faults
 from tests.state.conftest import RedisServer
 
@@ -298,3 +301,40 @@ async def test_an_async_ladder_over_redis_makes_one_admit_per_attempt(
         answer = await pool.ainvoke("hello")
         assert answer.response_metadata["model_name"] == flash
         assert state.names() == Counter({"aadmit": 1, "asettle": 1})  # the ladder in one admit
+
+
+def test_a_scheduler_without_a_backend_yields_no_io() -> None:
+    """The in-process ``Scheduler``'s steps end at once: nothing for the runners to do."""
+    pool = ChatGeminiPool(model=MODEL, api_keys=KEYS, limits=LIMITS)
+    plan = pool._plan(pool._scheduler, pool._clock, [HumanMessage("hi")])
+    with pytest.raises(StopIteration) as chosen:
+        next(plan.next_steps())
+    pick = chosen.value.value
+    assert isinstance(pick, Pick)
+    with pytest.raises(StopIteration):
+        next(plan.succeeded_steps(pick, 3))
+    assert row(pool)["in_flight"] == 0 and plan.attempts[-1]["outcome"] == "ok"
+
+
+def test_a_backend_decision_is_one_admit_op_and_one_settle_op(tmp_path: Path) -> None:
+    """Over a backend, ``next_steps`` yields one op (``admit``, with ``aadmit`` as its
+    awaitable twin) and ``succeeded_steps`` one (``settle`` / ``asettle``)."""
+    state = NotedDiskState(tmp_path / "state")
+    pool = ChatGeminiPool(model=MODEL, api_keys=KEYS, limits=LIMITS, state=state)
+    plan = pool._plan(pool._scheduler, pool._clock, [HumanMessage("hi")])
+    steps = plan.next_steps()
+    admit = next(steps)
+    assert isinstance(admit, Io) and admit.blocking and admit.afn is not None
+    assert state.calls == []  # deciding did no I/O: the op is the I/O
+    with pytest.raises(StopIteration) as chosen:
+        steps.send(admit.fn(*admit.args))
+    pick = chosen.value.value
+    assert isinstance(pick, Pick) and state.names() == Counter({"admit": 1})
+    assert row(pool)["in_flight"] == 1
+    steps = plan.succeeded_steps(pick, 3)
+    settle = next(steps)
+    assert (settle.fn, settle.afn) == (state.settle, state.asettle)
+    with pytest.raises(StopIteration):
+        steps.send(settle.fn(*settle.args))
+    assert state.names() == Counter({"admit": 1, "settle": 1})
+    assert row(pool)["in_flight"] == 0
