@@ -338,3 +338,27 @@ def test_a_backend_decision_is_one_admit_op_and_one_settle_op(tmp_path: Path) ->
         steps.send(settle.fn(*settle.args))
     assert state.names() == Counter({"admit": 1, "settle": 1})
     assert row(pool)["in_flight"] == 0
+
+
+async def test_an_async_ladder_that_prefers_waiting_asks_each_model_through_aadmit(
+    redis_factory: Callable[..., RedisServer],
+) -> None:
+    """``prefer="wait"`` asks the backend once per model it tries: each an ``aadmit``."""
+    pro, flash = "gemini-2.5-pro", "gemini-2.5-flash"
+    with FakeGeminiServer(keys=KEYS, zero_quota_models=[pro]) as server:
+        state = NotedRedisState(redis_factory().url)
+        pool = ChatGeminiPool(
+            model=pro,
+            fallback_models=[flash],
+            prefer="wait",
+            api_keys=KEYS,
+            base_url=server.base_url,
+            state=state,
+            max_wait=0,
+        )
+        assert (await pool.ainvoke("learn that pro is out")).content
+        state.calls.clear()
+        answer = await pool.ainvoke("hello")
+        assert answer.response_metadata["model_name"] == flash
+        assert state.names() == Counter({"aadmit": 2, "asettle": 1})  # pro (out), then flash
+        assert state.threads("aadmit", "asettle") == {threading.get_ident()}
