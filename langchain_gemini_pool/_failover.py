@@ -2,7 +2,9 @@
 
 ``RequestPlan`` holds no I/O: the chat model asks it for the next key, makes the call, and
 tells it the outcome; the plan answers with a pause before the next try or tells the
-caller to raise. Sync and async paths differ only in how they call and sleep.
+caller to raise. Sync and async paths differ only in how they call and sleep. Each method
+that reaches the scheduler has a ``*_steps`` form, which yields the scheduler's backend I/O
+(if any) for ``_driver`` to perform; the plain method runs it with blocking I/O.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from tenacity import RetryCallState, wait_exponential_jitter
 
+from langchain_gemini_pool._driver import IoSteps, run_blocking
 from langchain_gemini_pool._errors import (
     AllKeysRateLimitedError,
     Failure,
@@ -89,6 +92,10 @@ class RequestPlan:
             NoValidKeysError: Every key is quarantined.
             AllKeysRateLimitedError: No key frees before the wait budget runs out.
         """
+        return run_blocking(self.next_steps())
+
+    def next_steps(self) -> IoSteps[Pick | float]:
+        """``next`` as steps: the scheduler's ``admit`` (if it has a backend) is yielded."""
         if self._pause > 0:  # the backoff a failed attempt asked for comes first
             pause, self._pause = self._pause, 0.0
             return pause
@@ -99,7 +106,7 @@ class RequestPlan:
                 return booked.at - now
             self._booked = None
             return booked
-        decision = self.scheduler.choose(
+        decision = yield from self.scheduler.choose_steps(
             now, self._tokens, self._tried, self._reserve, book_until=self._deadline
         )
         if isinstance(decision, Pick):
@@ -120,8 +127,11 @@ class RequestPlan:
     def failed(self, pick: Pick, exc: BaseException) -> float | None:
         """Record a failed attempt. Returns seconds to pause before the next try, or None
         when the caller must raise ``exc`` (already tagged with the attempts)."""
+        return run_blocking(self.failed_steps(pick, exc))
+
+    def failed_steps(self, pick: Pick, exc: BaseException) -> IoSteps[float | None]:
         failure: Failure = classify(exc)
-        self.scheduler.on_failure(pick, failure, self._now())
+        yield from self.scheduler.on_failure_steps(pick, failure, self._now())
         self._record(pick, failure.kind.value)
         self._tag(exc)
         if failure.kind is FailureKind.BAD_REQUEST or len(self.attempts) >= self._cap:
@@ -136,7 +146,10 @@ class RequestPlan:
     def retry(self, pick: Pick, exc: BaseException) -> bool:
         """Record a failed attempt (see ``failed``); True when the caller should try again,
         after any pause ``next`` returns first."""
-        pause = self.failed(pick, exc)
+        return run_blocking(self.retry_steps(pick, exc))
+
+    def retry_steps(self, pick: Pick, exc: BaseException) -> IoSteps[bool]:
+        pause = yield from self.failed_steps(pick, exc)
         if pause is None:
             return False
         self._pause = pause
@@ -144,13 +157,19 @@ class RequestPlan:
 
     def failed_after_output(self, pick: Pick, exc: BaseException) -> None:
         """An attempt failed after output reached the caller: record it, never retry."""
+        run_blocking(self.failed_after_output_steps(pick, exc))
+
+    def failed_after_output_steps(self, pick: Pick, exc: BaseException) -> IoSteps[None]:
         failure = classify(exc)
-        self.scheduler.on_failure(pick, failure, self._now())
+        yield from self.scheduler.on_failure_steps(pick, failure, self._now())
         self._record(pick, failure.kind.value)
         self._tag(exc)
 
     def succeeded(self, pick: Pick, prompt_tokens: float | None) -> None:
-        self.scheduler.on_success(pick, prompt_tokens)
+        run_blocking(self.succeeded_steps(pick, prompt_tokens))
+
+    def succeeded_steps(self, pick: Pick, prompt_tokens: float | None) -> IoSteps[None]:
+        yield from self.scheduler.on_success_steps(pick, prompt_tokens)
         self._record(pick, "ok")
 
     def cancelled(
@@ -160,7 +179,12 @@ class RequestPlan:
         stream the caller stopped reading. Its key is given back; its window slot too when
         the request was never ``sent``. ``prompt_tokens``, if the server reported them before
         the end, correct the estimate of a sent request."""
-        self.scheduler.release(pick, sent=sent, prompt_tokens=prompt_tokens)
+        run_blocking(self.cancelled_steps(pick, sent=sent, prompt_tokens=prompt_tokens))
+
+    def cancelled_steps(
+        self, pick: Pick, *, sent: bool = True, prompt_tokens: float | None = None
+    ) -> IoSteps[None]:
+        return self.scheduler.release_steps(pick, sent=sent, prompt_tokens=prompt_tokens)
 
     @property
     def booked(self) -> bool:
@@ -169,9 +193,12 @@ class RequestPlan:
 
     def close(self) -> None:
         """The request is over: a slot it booked and never used is given back in full."""
-        if self._booked is not None:
-            self.scheduler.release(self._booked, sent=False)
-            self._booked = None
+        run_blocking(self.close_steps())
+
+    def close_steps(self) -> IoSteps[None]:
+        booked, self._booked = self._booked, None
+        if booked is not None:
+            yield from self.scheduler.release_steps(booked, sent=False)
 
     def _record(self, pick: Pick, outcome: str) -> None:
         self.attempts.append(

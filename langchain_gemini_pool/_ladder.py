@@ -15,7 +15,8 @@ model). For each request the ladder asks the models in order:
 ``retry_after`` is the earliest over the whole ladder. A 429 whose ``quotaValue`` is 0, or a
 per-day violation, takes that (project, model) out until the next Pacific midnight (one INFO
 line per pair and day); a 404 takes the model out of the ladder for the pool's life (one
-WARNING). The decision itself (``ladder_choose``) is pure: it asks each rung through a callable.
+WARNING). The decision itself (``ladder_choose``, in ``_ladder_choose``) is pure: it asks each
+rung through a callable, whose backend I/O ``choose_steps`` yields (see ``_driver``).
 Over one shared backend, ``prefer="fallback"`` is one ``admit`` for every rung's keys in ladder
 order, whose rule is the same (the first key that may send now, else the earliest slot):
 moving down the ladder costs no extra round trip.
@@ -27,22 +28,22 @@ import logging
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any
 
 from google.genai.types import GenerateContentConfig
 
 from langchain_gemini_pool._clock import next_pacific_midnight, pacific_day
-from langchain_gemini_pool._errors import Failure, FailureKind, classify, model_not_found
-from langchain_gemini_pool._failover import RequestPlan
+from langchain_gemini_pool._driver import IoSteps, run_blocking
+from langchain_gemini_pool._errors import Failure, FailureKind
+from langchain_gemini_pool._ladder_choose import Decision, Prefer, ladder_choose_steps
+from langchain_gemini_pool._ladder_choose import ladder_choose as ladder_choose
 from langchain_gemini_pool._quota import QuotaLimits
-from langchain_gemini_pool._scheduler import LimitsArg, NoKeys, Pick, Scheduler, Strategy, Wait
-from langchain_gemini_pool._shared_scheduler import SharedScheduler, booking
+from langchain_gemini_pool._scheduler import LimitsArg, NoKeys, Pick, Scheduler, Strategy
+from langchain_gemini_pool._shared_ops import admit_io, booking
+from langchain_gemini_pool._shared_scheduler import SharedScheduler
 from langchain_gemini_pool._state_types import Admit
 
 logger = logging.getLogger("langchain_gemini_pool")
-
-Prefer = Literal["fallback", "wait"]
-Decision = Pick | Wait | NoKeys
 
 
 @dataclass(frozen=True)
@@ -51,48 +52,6 @@ class LadderPick(Pick):
 
     model: str = field(default="", compare=False)
     rung: int = field(default=0, compare=False)
-
-
-def ladder_choose(
-    rungs: Sequence[int],
-    ask: Callable[[int, float | None], Decision],
-    prefer: Prefer,
-    book_until: float | None,
-    now: float,
-) -> tuple[int | None, Decision]:
-    """Which rung takes the request (pure: every quota fact comes from ``ask``).
-
-    Args:
-        rungs: The rungs still in the ladder, in ladder order.
-        ask: ``ask(rung, book)``: that rung's scheduler decision; with ``book`` set it may
-            book a future slot up to then (a ``Pick`` with ``at > now``), else it must not.
-        prefer: ``"fallback"`` or ``"wait"`` (see the module doc).
-        book_until: The request's wait deadline (None: never wait for a slot).
-        now: The current time.
-
-    Returns:
-        ``(rung, Pick)``, or ``(rung, Wait)`` to wait for that rung, or ``(None, Wait |
-        NoKeys)`` when no rung can take it in time (the Wait's ``until`` is the earliest).
-    """
-    waits: list[tuple[float, int, str]] = []
-    empty: dict[str, str] = {}
-    for rung in rungs:
-        decision = ask(rung, book_until if prefer == "wait" else None)
-        if isinstance(decision, Pick):
-            return rung, decision
-        if isinstance(decision, NoKeys):
-            empty.update(decision.reasons)
-            continue
-        if prefer == "wait" and book_until is not None and decision.until <= book_until:
-            return rung, decision  # the earlier model frees in time: wait for it
-        waits.append((decision.until, rung, decision.reason))
-    if not waits:
-        return None, NoKeys(empty)
-    until, rung, _ = min(waits)  # ties: the earlier rung
-    if prefer == "fallback" and book_until is not None and until <= book_until:
-        return rung, ask(rung, book_until)
-    reason = "; ".join(f"rung {r}: {why}" for _, r, why in sorted(waits, key=lambda w: w[1]))
-    return None, Wait(until, reason)
 
 
 def limits_for_model(limits: Any, model: str) -> LimitsArg:
@@ -184,7 +143,7 @@ class LadderScheduler:
         self.prefer: Prefer = prefer
         self._rungs: list[Rung] = [make_rung(m, limits_for_model(limits, m)) for m in models]
         self.blocking = any(r.blocking for r in self._rungs)
-        """Whether a decision does I/O (async paths then run it in a thread)."""
+        """Whether a decision does I/O (see ``SharedScheduler.blocking``)."""
         states = {id(r.state): r.state for r in self._rungs if isinstance(r, SharedScheduler)}
         self._state = None
         if len(states) == 1 and all(isinstance(r, SharedScheduler) for r in self._rungs):
@@ -246,14 +205,29 @@ class LadderScheduler:
         reserve: bool = True,
         book_until: float | None = None,
     ) -> Decision:
+        return run_blocking(self.choose_steps(now, tokens, avoid, reserve, book_until))
+
+    def choose_steps(
+        self,
+        now: float,
+        tokens: float = 0.0,
+        avoid: Collection[int] = (),
+        reserve: bool = True,
+        book_until: float | None = None,
+    ) -> IoSteps[Decision]:
+        """``choose`` as steps: each rung's backend I/O (or the one ``admit``) is yielded."""
         if self._state is not None and self.prefer == "fallback":
-            rung, decision = self._choose_in_one_admit(now, tokens, avoid, reserve, book_until)
+            rung, decision = yield from self._one_admit_steps(
+                now, tokens, avoid, reserve, book_until
+            )
         else:
 
-            def ask(rung: int, book: float | None) -> Decision:
-                return self._rungs[rung].choose(now, tokens, avoid, reserve, book)
+            def ask(rung: int, book: float | None) -> IoSteps[Decision]:
+                return self._rungs[rung].choose_steps(now, tokens, avoid, reserve, book)
 
-            rung, decision = ladder_choose(self.live_rungs(), ask, self.prefer, book_until, now)
+            rung, decision = yield from ladder_choose_steps(
+                self.live_rungs(), ask, self.prefer, book_until, now
+            )
         if rung is None or not isinstance(decision, Pick):
             return decision
         return LadderPick(
@@ -266,14 +240,14 @@ class LadderScheduler:
             rung=rung,
         )
 
-    def _choose_in_one_admit(
+    def _one_admit_steps(
         self,
         now: float,
         tokens: float,
         avoid: Collection[int],
         reserve: bool,
         book_until: float | None,
-    ) -> tuple[int | None, Decision]:
+    ) -> IoSteps[tuple[int | None, Decision]]:
         """``prefer="fallback"`` over one backend in one round trip: every live rung's keys,
         in ladder order, go to one ``admit``, whose rule is the ladder's (the first key that
         may send now, else the earliest bookable slot, ties to the earlier rung)."""
@@ -288,7 +262,8 @@ class LadderScheduler:
         if not every:
             return None, NoKeys({})
         book_s = booking(now, reserve, book_until)
-        decision = self._state.admit(every, tokens if reserve else 0, book_until_s=book_s)
+        need = tokens if reserve else 0
+        decision = yield admit_io(self._state, self.blocking, every, need, book_s)
         picked: tuple[int | None, Decision] | None = None
         reasons: dict[str, str] = {}
         start = 0
@@ -309,12 +284,23 @@ class LadderScheduler:
     def on_success(self, pick: Pick, prompt_tokens: float | None = None) -> None:
         self._rungs[_rung(pick)].on_success(pick, prompt_tokens)
 
+    def on_success_steps(self, pick: Pick, prompt_tokens: float | None = None) -> IoSteps[None]:
+        return self._rungs[_rung(pick)].on_success_steps(pick, prompt_tokens)
+
     def release(
         self, pick: Pick, *, sent: bool = False, prompt_tokens: float | None = None
     ) -> None:
         self._rungs[_rung(pick)].release(pick, sent=sent, prompt_tokens=prompt_tokens)
 
+    def release_steps(
+        self, pick: Pick, *, sent: bool = False, prompt_tokens: float | None = None
+    ) -> IoSteps[None]:
+        return self._rungs[_rung(pick)].release_steps(pick, sent=sent, prompt_tokens=prompt_tokens)
+
     def on_failure(self, pick: Pick, failure: Failure, now: float) -> None:
+        run_blocking(self.on_failure_steps(pick, failure, now))
+
+    def on_failure_steps(self, pick: Pick, failure: Failure, now: float) -> IoSteps[None]:
         rung = _rung(pick)
         scheduler = self._rungs[rung]
         out = failure.kind is FailureKind.RATE_LIMITED and (
@@ -324,7 +310,7 @@ class LadderScheduler:
             # quota 0: the backend cools the (project, model) for the 429's hint; make the
             # hint "until midnight Pacific" so every process skips the pair for the day
             failure = replace(failure, retry_after_s=next_pacific_midnight(now) - now)
-        scheduler.on_failure(pick, failure, now)
+        yield from scheduler.on_failure_steps(pick, failure, now)
         if failure.kind is FailureKind.BAD_KEY:  # a bad key is bad for every model
             for other, each in enumerate(self._rungs):
                 if other != rung and isinstance(each, Scheduler):  # a backend's is per key
@@ -385,27 +371,3 @@ def _in_process(rung: Rung) -> Scheduler:
 
 def _rung(pick: Pick) -> int:
     return pick.rung if isinstance(pick, LadderPick) else 0
-
-
-class LadderPlan(RequestPlan):
-    """A ``RequestPlan`` over a ``LadderScheduler``: a 404 model moves down the ladder, and
-    each attempt says which model it went to."""
-
-    def __init__(self, scheduler: LadderScheduler, now: Callable[[], float], **kwargs: Any):
-        if not isinstance(scheduler, LadderScheduler):
-            raise TypeError("LadderPlan needs a LadderScheduler.")
-        super().__init__(scheduler, now, **kwargs)
-        self._ladder = scheduler
-        self._cap *= len(scheduler.models)
-
-    def failed(self, pick: Pick, exc: BaseException) -> float | None:
-        if model_not_found(exc) and self._ladder.drop_model(_rung(pick), "404 NOT_FOUND"):
-            self._ladder.release(pick, sent=False)
-            self._record(pick, classify(exc).kind.value)
-            self._tried.discard(pick.index)
-            return 0.0
-        return super().failed(pick, exc)
-
-    def _record(self, pick: Pick, outcome: str) -> None:
-        super()._record(pick, outcome)
-        self.attempts[-1]["model"] = self._ladder.models[_rung(pick)]

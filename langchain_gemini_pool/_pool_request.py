@@ -16,15 +16,21 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatResult
 
 from langchain_gemini_pool._clock import Clock
-from langchain_gemini_pool._driver import Close, Emit, Io, Op, Pull, Send, Sleep, Steps
-from langchain_gemini_pool._failover import RequestPlan
-from langchain_gemini_pool._ladder import (
-    LadderPick,
-    LadderPlan,
-    LadderScheduler,
-    adapt_config,
-    served_model,
+from langchain_gemini_pool._driver import (
+    Close,
+    Emit,
+    Io,
+    IoSteps,
+    Op,
+    Pull,
+    Send,
+    Sleep,
+    Steps,
+    detached,
 )
+from langchain_gemini_pool._failover import RequestPlan
+from langchain_gemini_pool._ladder import LadderPick, LadderScheduler, adapt_config, served_model
+from langchain_gemini_pool._ladder_plan import LadderPlan
 from langchain_gemini_pool._members import KEY_KWARG, MODEL_KWARG, Member, Members, put_key
 from langchain_gemini_pool._pool_parts import PoolParts
 from langchain_gemini_pool._scheduler import Pick, Scheduler
@@ -201,11 +207,12 @@ class PoolRequest(PoolParts):
 
     def _steps(self, messages: list[BaseMessage] | None, user: str, kind: str) -> Steps:
         """What one request does, in order, with no I/O of its own (see ``_driver``):
-        ``kind`` is "call" (one result), "stream" (its chunks) or "count" (tokens)."""
+        ``kind`` is "call" (one result), "stream" (its chunks) or "count" (tokens). The
+        scheduler's backend I/O comes as the ``Io`` ops of the plan's ``*_steps``."""
         # pydantic finds a private attribute by a slow path (about 1.5 us a lookup): one read
         private = cast("dict[str, Any]", self.__pydantic_private__)
         sched, clock, members = private["_scheduler"], private["_clock"], private["_members"]
-        io, ledger = sched.blocking, kind != "count" and private["_ledger"] is not None
+        ledger = kind != "count" and private["_ledger"] is not None
         plan: RequestPlan | None = None
         try:
             if ledger and self.usage_limits is not None:  # the ledger may read from disk
@@ -213,50 +220,50 @@ class PoolRequest(PoolParts):
             elif kind != "count":
                 self._begin(user)
             plan = self._plan(sched, clock, messages)
-            step, reply = yield from self._attempts(plan, members, io, stream=kind == "stream")
+            step, reply = yield from self._attempts(plan, members, stream=kind == "stream")
             if kind == "call":
-                yield Io(self._finish, (plan, step, reply), io)
+                yield from self._finish_steps(plan, step, reply)
                 if ledger:
                     yield Io(self._record, (user, reply.generations[0].message, None), True)
             elif kind == "count":
-                yield Io(plan.succeeded, (step, None), io)
+                yield from plan.succeeded_steps(step, None)
         except Exception as exc:
             if ledger:
                 yield Io(self._record, (user, None, exc), True)
             raise
         finally:
             if plan is not None and plan.booked:  # a slot booked and never used: give it back
-                yield Io(plan.close, (), io, wait=False)
+                yield from detached(plan.close_steps())
         if kind == "stream":
             yield from self._stream_steps(plan, step, reply, user, ledger)
         else:
             yield Emit(reply)
 
     def _attempts(
-        self, plan: RequestPlan, members: Members, io: bool, *, stream: bool
+        self, plan: RequestPlan, members: Members, *, stream: bool
     ) -> Generator[Op, Any, tuple[Pick, Any]]:
         """Attempts until one succeeds (its pick and reply: for a stream, the stream and its
-        first chunk); raises what the plan will not retry. ``io``: the scheduler blocks."""
+        first chunk); raises what the plan will not retry."""
         while True:
-            step = yield Io(plan.next, (), io)
+            step = yield from plan.next_steps()
             if not isinstance(step, Pick):
                 yield Sleep(step)
                 continue
             try:
                 member = self._rotated(members, step)
             except BaseException:  # nothing was sent: give the slot back whole
-                yield Io(functools.partial(plan.cancelled, step, sent=False), (), io, wait=False)
+                yield from detached(plan.cancelled_steps(step, sent=False))
                 raise
             try:
                 reply = yield Send(member)
                 if stream:  # a stream's failures before its first chunk are retried
                     reply = (reply, (yield Pull(reply)))
             except Exception as exc:
-                if not (yield Io(plan.retry, (step, exc), io)):
+                if not (yield from plan.retry_steps(step, exc)):
                     raise
                 continue
             except BaseException:  # cancelled or interrupted mid-call: no outcome
-                yield Io(plan.cancelled, (step,), io, wait=False)
+                yield from detached(plan.cancelled_steps(step))
                 raise
             return step, reply
 
@@ -264,7 +271,6 @@ class PoolRequest(PoolParts):
         self, plan: RequestPlan, step: Pick, opened: Any, user: str, ledger: bool
     ) -> Steps:
         """A stream after its first chunk: hand on every chunk, then the pool's last one."""
-        io = plan.scheduler.blocking
         chunks, chunk = opened
         tally = StreamTally(plan, step, functools.partial(self._stamp, pick=step, plan=plan))
         try:
@@ -272,22 +278,22 @@ class PoolRequest(PoolParts):
                 yield Emit(tally.see(chunk))
                 chunk = yield Pull(chunks)
         except Exception as exc:
-            yield Io(tally.failed, (exc,), io)
+            yield from tally.failed_steps(exc)
             if ledger:
                 yield Io(self._record, (user, None, exc), True)
             raise
         except BaseException:  # abandoned (GeneratorExit), cancelled or interrupted
-            yield Io(tally.abandoned, (), io, wait=False)
+            yield from detached(tally.abandoned_steps())
             yield Close(chunks)  # a generator: let go of its connection
             raise
-        last, summary = yield Io(tally.done, (), io)
+        last, summary = yield from tally.done_steps()
         if ledger:
             yield Io(self._record, (user, summary, None), True)
         yield Emit(last)
 
-    def _finish(self, plan: RequestPlan, step: Pick, result: ChatResult) -> None:
+    def _finish_steps(self, plan: RequestPlan, step: Pick, result: ChatResult) -> IoSteps[None]:
         message = result.generations[0].message
         usage = getattr(message, "usage_metadata", None)
-        plan.succeeded(step, usage["input_tokens"] if usage else None)
+        yield from plan.succeeded_steps(step, usage["input_tokens"] if usage else None)
         for generation in result.generations:
             self._stamp(generation.message, step, plan)

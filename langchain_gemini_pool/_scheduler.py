@@ -11,8 +11,10 @@ key book), ``_scheduler_choose`` (choosing a key); here, outcomes and reporting.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from typing import Any
 
+from langchain_gemini_pool._driver import IoSteps, done
 from langchain_gemini_pool._errors import Failure, FailureKind
 from langchain_gemini_pool._scheduler_choose import Chooser
 from langchain_gemini_pool._scheduler_types import (
@@ -57,7 +59,7 @@ class Scheduler(Chooser):
     """
 
     blocking = False
-    """Whether a decision does I/O (async paths then run it in a thread): never here."""
+    """Whether a decision does I/O (see ``SharedScheduler.blocking``): never here."""
 
     def __init__(
         self,
@@ -69,6 +71,33 @@ class Scheduler(Chooser):
         super().__init__(strategy, limits)
         self.default_cooldown_s = default_cooldown_s
         self.fault_cooldown_s = fault_cooldown_s
+
+    # --- as steps: a scheduler with a backend yields its I/O (see ``SharedScheduler``); this
+    # one has none, so each is its method's result at once ------------------------------------
+
+    def choose_steps(
+        self,
+        now: float,
+        tokens: float = 0.0,
+        avoid: Collection[int] = (),
+        reserve: bool = True,
+        book_until: float | None = None,
+    ) -> IoSteps[Pick | Wait | NoKeys]:
+        return done(self.choose(now, tokens, avoid, reserve, book_until))
+
+    def on_success_steps(self, pick: Pick, prompt_tokens: float | None = None) -> IoSteps[None]:
+        self.on_success(pick, prompt_tokens)
+        return done(None)
+
+    def on_failure_steps(self, pick: Pick, failure: Failure, now: float) -> IoSteps[None]:
+        self.on_failure(pick, failure, now)
+        return done(None)
+
+    def release_steps(
+        self, pick: Pick, *, sent: bool = False, prompt_tokens: float | None = None
+    ) -> IoSteps[None]:
+        self.release(pick, sent=sent, prompt_tokens=prompt_tokens)
+        return done(None)
 
     # --- outcomes ---------------------------------------------------------------------------
 

@@ -7,6 +7,11 @@ shares: cooldowns and quota windows per (project, model), quarantines per key, l
 limits, in-flight reservations and the 80% daily warning. This process keeps the key
 order (priority levels, the round-robin cursor) and its own request counters.
 
+``choose``, ``on_success``, ``on_failure`` and ``release`` each have a ``*_steps`` form that
+decides with no I/O and yields its one backend call as an ``Io`` op carrying the backend's
+awaitable twin (``aadmit``, ``asettle``: ``redis.asyncio`` for Redis), so an async request
+awaits the backend on its own loop; the plain methods run those steps with blocking I/O.
+
 Times: the backend answers in its own clock (Redis reads the server's ``TIME``); only
 durations cross over, so the pool's clock and the backend's need not agree.
 """
@@ -21,7 +26,8 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from langchain_gemini_pool._errors import Failure, FailureKind
+from langchain_gemini_pool._driver import IoSteps, run_blocking
+from langchain_gemini_pool._errors import Failure
 from langchain_gemini_pool._quota import QuotaLimits
 from langchain_gemini_pool._scheduler_types import (
     KeyRecord,
@@ -30,9 +36,9 @@ from langchain_gemini_pool._scheduler_types import (
     Pick,
     Strategy,
     Wait,
-    rate_limit_cooldown_s,
     status_row,
 )
+from langchain_gemini_pool._shared_ops import admit_io, booking, failure_settle, settle_io
 from langchain_gemini_pool._state_types import (
     Admit,
     AllQuarantined,
@@ -56,11 +62,6 @@ class _Key(KeyRecord):
     priority: int
     candidate: Candidate
     """How the backend sees this key (fixed for its life: built once, not per decision)."""
-
-
-def booking(now: float, reserve: bool, book_until: float | None) -> float | None:
-    """How far ahead (seconds) an ``admit`` may book a slot: none when nothing is reserved."""
-    return None if book_until is None or not reserve else max(0.0, book_until - now)
 
 
 class SharedScheduler:
@@ -93,10 +94,12 @@ class SharedScheduler:
         self.default_cooldown_s = default_cooldown_s
         self.fault_cooldown_s = fault_cooldown_s
         self.blocking = bool(getattr(state, "shared", True))
-        """Whether a decision does I/O (disk, network): async paths run it in a thread."""
+        """Whether a decision does I/O (disk, network): async awaits the backend's async
+        form, and a give-back it does not wait for runs in a thread."""
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._keys: list[_Key] = []
+        self._levels: dict[int, list[_Key]] | None = None  # see _by_level
         self._cursor: dict[int, int] = {}
         self._size = 0
 
@@ -127,6 +130,7 @@ class SharedScheduler:
             for project, masked, shared_id, priority, candidate in made:
                 key = _Key(len(self._keys), project, masked, shared_id, priority, candidate)
                 self._keys.append(key)
+                self._levels = None
                 self._size += 1
                 indices.append(key.index)
             return indices
@@ -134,6 +138,7 @@ class SharedScheduler:
     def remove_key(self, index: int) -> None:
         with self._guard():
             self._key(index).removed = True
+            self._levels = None
             self._size -= 1
 
     def _key(self, index: int) -> _Key:
@@ -167,24 +172,34 @@ class SharedScheduler:
 
     # --- choosing ---------------------------------------------------------------------------
 
+    def _by_level(self) -> dict[int, list[_Key]]:
+        """The keys in use by priority level, levels ascending (kept until keys change;
+        under the lock)."""
+        levels = self._levels
+        if levels is None:
+            found: dict[int, list[_Key]] = {}
+            for key in self._keys:
+                if not key.removed:
+                    found.setdefault(key.priority, []).append(key)
+            levels = self._levels = {p: found[p] for p in sorted(found)}
+        return levels
+
     def _order(self, avoid: Collection[int]) -> list[_Key]:
         """Keys as the strategy would try them: priority levels ascending; within a level
         the cursor's order (or least load first), keys already tried last."""
-        levels: dict[int, list[_Key]] = {}
-        for key in self._keys:
-            if not key.removed:
-                levels.setdefault(key.priority, []).append(key)
         order: list[_Key] = []
-        for priority in sorted(levels):
-            keys = levels[priority]
+        for priority, keys in self._by_level().items():
             if self.strategy == "least_used":
                 keys = sorted(keys, key=lambda k: (k.requests + k.in_flight, k.index))
             else:  # the cursor moves now, so concurrent callers start at different keys
                 start = self._cursor.get(priority, 0) % len(keys)
                 self._cursor[priority] = start + 1
                 keys = keys[start:] + keys[:start]
-            order += [k for k in keys if k.index not in avoid]
-            order += [k for k in keys if k.index in avoid]
+            if avoid:
+                order += [k for k in keys if k.index not in avoid]
+                order += [k for k in keys if k.index in avoid]
+            else:
+                order += keys
         return order
 
     def choose(
@@ -196,12 +211,23 @@ class SharedScheduler:
         book_until: float | None = None,
     ) -> Pick | Wait | NoKeys:
         """As ``Scheduler.choose``; the decision is one backend ``admit``."""
+        return run_blocking(self.choose_steps(now, tokens, avoid, reserve, book_until))
+
+    def choose_steps(
+        self,
+        now: float,
+        tokens: float = 0.0,
+        avoid: Collection[int] = (),
+        reserve: bool = True,
+        book_until: float | None = None,
+    ) -> IoSteps[Pick | Wait | NoKeys]:
+        """``choose`` as steps: the pure order, one ``admit`` op, the pure conclusion."""
         order, candidates = self.candidates(avoid, reserve)
         if not order:
             return NoKeys({})
-        decision = self.state.admit(
-            candidates, tokens if reserve else 0, book_until_s=booking(now, reserve, book_until)
-        )
+        book_s = booking(now, reserve, book_until)
+        need = tokens if reserve else 0
+        decision = yield admit_io(self.state, self.blocking, candidates, need, book_s)
         return self.concluded(order, decision, now, tokens)
 
     def candidates(
@@ -211,6 +237,8 @@ class SharedScheduler:
         and how the backend sees each. A ladder puts several rungs' in one ``admit``."""
         with self._guard():
             order = self._order(avoid)
+        if reserve:
+            return order, [k.candidate for k in order]
         return order, [self._candidate(k, reserve) for k in order]
 
     def concluded(
@@ -242,7 +270,7 @@ class SharedScheduler:
             return
         with self._guard():
             for priority in {k.priority for k in order}:
-                level = [k for k in self._keys if not k.removed and k.priority == priority]
+                level = self._by_level().get(priority, [])
                 first = next(k for k in order if k.priority == priority)
                 if first in level and self._cursor.get(priority) == level.index(first) + 1:
                     self._cursor[priority] = level.index(first)
@@ -254,8 +282,9 @@ class SharedScheduler:
             key.in_flight += 1
             first = next(k for k in order if k.priority == key.priority)
             if self.strategy == "round_robin" and first is not key:  # it skipped keys
-                level = [k for k in self._keys if not k.removed and k.priority == key.priority]
-                self._cursor[key.priority] = level.index(key) + 1
+                level = self._by_level().get(key.priority, [])
+                if key in level:  # (not removed meanwhile)
+                    self._cursor[key.priority] = level.index(key) + 1
         if admit.warning is not None:
             logger.warning(
                 "Project %s (%s) has used %d%% of its daily request quota (%d requests).",
@@ -273,7 +302,7 @@ class SharedScheduler:
             reservation=admit.reservation,
         )
 
-    # --- outcomes ---------------------------------------------------------------------------
+    # --- outcomes: each one settle, yielded as an op (``run_blocking`` for the sync form) ---
 
     def _ended(self, pick: Pick) -> _Key:
         key = self._keys[pick.index]
@@ -282,89 +311,42 @@ class SharedScheduler:
         return key
 
     def on_success(self, pick: Pick, prompt_tokens: float | None = None) -> None:
+        run_blocking(self.on_success_steps(pick, prompt_tokens))
+
+    def on_success_steps(self, pick: Pick, prompt_tokens: float | None = None) -> IoSteps[None]:
         key = self._ended(pick)
         key.successes += 1
         tokens = None if prompt_tokens is None else int(prompt_tokens)
-        self.state.settle(
-            Settle(key.shared_id, self._scope(key), pick.reservation, prompt_tokens=tokens)
-        )
+        outcome = Settle(key.shared_id, self._scope(key), pick.reservation, prompt_tokens=tokens)
+        yield settle_io(self.state, self.blocking, outcome)
 
     def on_failure(self, pick: Pick, failure: Failure, now: float) -> None:
         """Record a failed attempt in the backend: cool, quarantine, learn, or nothing."""
-        key = self._ended(pick)
-        scope = self._scope(key)
-        outcome = Settle(key.shared_id, scope, pick.reservation)
-        if failure.kind is FailureKind.RATE_LIMITED:
-            key.rate_limited += 1
-            delay, reason = rate_limit_cooldown_s(failure, self.default_cooldown_s, now)
-            learned = {
-                v.dimension: v.quota_value
-                for v in failure.violations
-                if v.dimension is not None and v.quota_value is not None
-            }
-            self._log_learned(key, learned)
-            outcome = Settle(
-                key.shared_id,
-                scope,
-                pick.reservation,
-                cool_scope_s=delay,  # Google's quotas are per (project, model), not per key
-                cool_reason=reason,
-                learned=learned,
-            )
-        elif failure.kind is FailureKind.BAD_KEY:
-            key.errors += 1
-            logger.warning(
-                "Quarantined Gemini API key %s (index %d) for every process: %s",
-                key.fingerprint,
-                key.index,
-                failure.reason,
-            )
-            outcome = Settle(key.shared_id, scope, pick.reservation, quarantine=failure.reason)
-        else:
-            key.errors += 1
-            if failure.kind is FailureKind.SERVER_FAULT and self.fault_cooldown_s > 0:
-                outcome = Settle(
-                    key.shared_id,
-                    scope,
-                    pick.reservation,
-                    cool_key_s=self.fault_cooldown_s,
-                    cool_reason=failure.reason,
-                )
-        self.state.settle(outcome)
+        run_blocking(self.on_failure_steps(pick, failure, now))
 
-    def _log_learned(self, key: _Key, learned: dict[str, int]) -> None:
-        limits = self.limits_for(key.project)
-        for dim, value in learned.items():
-            configured = getattr(limits, dim, None) if limits else None
-            if configured is not None and value < configured:
-                logger.warning(
-                    "Project %s (%s): the server's %s limit is %d, below the configured %d; "
-                    "lowering it for every process.",
-                    key.project,
-                    self.model,
-                    dim,
-                    value,
-                    configured,
-                )
+    def on_failure_steps(self, pick: Pick, failure: Failure, now: float) -> IoSteps[None]:
+        key = self._ended(pick)
+        outcome = failure_settle(self, key, pick.reservation, failure, now)
+        yield settle_io(self.state, self.blocking, outcome)
 
     def release(
         self, pick: Pick, *, sent: bool = False, prompt_tokens: float | None = None
     ) -> None:
         """As ``Scheduler.release``: a never-sent request gives its slot back everywhere."""
+        run_blocking(self.release_steps(pick, sent=sent, prompt_tokens=prompt_tokens))
+
+    def release_steps(
+        self, pick: Pick, *, sent: bool = False, prompt_tokens: float | None = None
+    ) -> IoSteps[None]:
         key = self._ended(pick)
         if not sent:
             with self._guard():
                 key.requests = max(0, key.requests - 1)
         tokens = None if prompt_tokens is None or not sent else int(prompt_tokens)
-        self.state.settle(
-            Settle(
-                key.shared_id,
-                self._scope(key),
-                pick.reservation,
-                prompt_tokens=tokens,
-                cancel=not sent,
-            )
+        outcome = Settle(
+            key.shared_id, self._scope(key), pick.reservation, prompt_tokens=tokens, cancel=not sent
         )
+        yield settle_io(self.state, self.blocking, outcome)
 
     def reset(self, index: int) -> None:
         """Lift a key's quarantine and cooldown, and its (project, model)'s, everywhere."""

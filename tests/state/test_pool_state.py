@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -85,63 +82,6 @@ def test_two_pools_on_one_in_memory_state_share_quarantines(server: FakeGeminiSe
     assert (row["state"], row["reason"]) == ("invalid", "400 API_KEY_INVALID")
     second.invoke("hi")
     assert server.stats()["total"]["client_errors"] == 1
-
-
-@pytest.fixture(params=["disk", "redis"])
-def backend(
-    request: pytest.FixtureRequest, tmp_path: Path, redis_factory: Callable[..., RedisServer]
-) -> Iterator[DiskState | RedisState]:
-    state = (
-        DiskState(tmp_path / "state")
-        if request.param == "disk"
-        else RedisState(redis_factory().url)
-    )
-    yield state
-    state.close()
-
-
-async def test_async_paths_run_the_backend_off_the_event_loop(
-    server: FakeGeminiServer, backend: DiskState | RedisState
-) -> None:
-    pool = ChatGeminiPool(
-        model=MODEL,
-        api_keys=[BAD, *KEYS],
-        base_url=server.base_url,
-        state=backend,
-        limits=QuotaLimits(rpm=1000),
-    )
-    assert pool._scheduler.blocking
-    loop_thread, seen = threading.get_ident(), []
-    admit, settle = backend.admit, backend.settle
-
-    def spy_admit(*args: Any, **kwargs: Any) -> Any:  # the real backend, its thread noted
-        seen.append(threading.get_ident())
-        return admit(*args, **kwargs)
-
-    def spy_settle(*args: Any, **kwargs: Any) -> Any:
-        seen.append(threading.get_ident())
-        return settle(*args, **kwargs)
-
-    backend.admit, backend.settle = spy_admit, spy_settle  # type: ignore[method-assign]
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await asyncio.sleep(0)
-
-    beat = asyncio.create_task(ticker())
-    replies = await pool.abatch([f"q{i}" for i in range(12)])
-    chunks = [c async for c in pool.astream("stream me")]
-    beat.cancel()
-    assert all(r.content for r in replies) and chunks
-    assert ticks > 12
-    assert len(seen) >= 2 * 14  # one admit and one settle per attempt (BAD's too) ...
-    assert loop_thread not in seen  # ... none of them on the event loop's thread
-    row = pool.pool_status()[0]
-    assert (row["state"], row["in_flight"]) == ("invalid", 0)  # every reservation settled
-    assert sum(r["successes"] for r in pool.pool_status()) == 13
 
 
 def test_cli_status_reads_the_shared_state(
