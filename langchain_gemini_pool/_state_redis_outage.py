@@ -113,15 +113,18 @@ class Outage:
         return decision
 
     def settle(self, outcome: Settle) -> None:
+        """A settle Redis did not take. The end of a flight Redis admitted is kept for Redis
+        whatever the policy (else its slot would stay taken until the in-flight TTL); with
+        ``"local"``, so are the verdicts, which the fallback also applies now."""
+        kept = outcome if self.policy == "local" else _flight_end(outcome)
+        if kept is not None and (kept.reservation is not None or _verdict(kept)):
+            with self._lock:
+                if len(self._pending) < PENDING_MAX:
+                    self._pending.append((time.monotonic(), kept))
         if self.policy == "closed":
             raise self.closed_error()
         if self.policy == "local":
-            self.fallback().settle(outcome)
-            verdict = dataclasses.replace(outcome, reservation=None, prompt_tokens=None)
-            if verdict.cool_scope_s or verdict.cool_key_s or verdict.quarantine or verdict.learned:
-                with self._lock:
-                    if len(self._pending) < PENDING_MAX:
-                        self._pending.append((time.monotonic(), verdict))
+            self.fallback().settle(dataclasses.replace(outcome, reservation=None))
 
     def snapshot(self, candidates: Sequence[Candidate]) -> Snapshot:
         if self.policy == "closed":
@@ -144,6 +147,19 @@ class Outage:
                 cool_scope_s=cool_scope if cool_scope and cool_scope > 0 else None,
                 cool_key_s=cool_key if cool_key and cool_key > 0 else None,
             )
-            if o.cool_scope_s or o.cool_key_s or o.quarantine or o.learned:
+            if o.reservation is not None or _verdict(o):  # a flight's end stamps it now
                 out.append(settle_args(o, scope_base(self.prefix, o.scope), self.prefix))
         return out
+
+
+def _verdict(o: Settle) -> bool:
+    return bool(o.cool_scope_s or o.cool_key_s or o.quarantine or o.learned)
+
+
+def _flight_end(o: Settle) -> Settle | None:
+    """Only the end of ``o``'s flight (no verdict), or None when it ends none."""
+    if o.reservation is None:
+        return None
+    return Settle(
+        o.fingerprint, o.scope, o.reservation, prompt_tokens=o.prompt_tokens, cancel=o.cancel
+    )

@@ -224,3 +224,25 @@ def test_an_admit_carries_the_scan_only_after_a_change(
     assert changed[0] and changed[1:4] == [b"", changed[2], b"500 INTERNAL"]
     assert float(changed[2]) > 0
     assert reply(changed[0].decode()) == []  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("policy", ["local", "open"])
+def test_a_flight_redis_admitted_and_settled_during_an_outage_ends_in_redis_when_back(
+    redis_factory: Callable[..., RedisServer], policy: str
+) -> None:
+    """Its settle is replayed: the slot counts a window from then, not the in-flight TTL."""
+    server = redis_factory()
+    state = RedisState(server.url, timeout=0.3, on_outage=policy)  # type: ignore[arg-type]
+    c = Candidate(state.fingerprint("fake-key-flight"), S, LIMITS)
+    flight = state.admit([c], 0)
+    assert isinstance(flight, Admit)
+    assert flight.reservation.home == "backend"
+    fresh = RedisState(server.url)
+    assert fresh.snapshot([c]).keys[c.fingerprint].in_flight == 1
+    other = Candidate(state.fingerprint("fake-key-elsewhere"), Scope("p9", "m"), LIMITS)
+    server.pause()
+    assert state.admit([other], 0).reservation.home != "backend"  # type: ignore[union-attr]
+    state.settle(Settle(c.fingerprint, S, flight.reservation, prompt_tokens=1))  # no error
+    server.resume()
+    _wait_back(state, other)
+    assert fresh.snapshot([c]).keys[c.fingerprint].in_flight == 0
