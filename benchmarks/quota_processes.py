@@ -183,7 +183,7 @@ class Result:
     tightest: float = math.inf
     lags_ms: list[float] = field(default_factory=list)
     max_slots: int = 0
-    """The most slots the backend gave one project in any window + margin (its own time)."""
+    """The most slots the backend gave one project in any window (its own time)."""
     seconds: float = 0.0
     windows: int = 0
     error_kinds: Counter[str] = field(default_factory=Counter)
@@ -201,7 +201,8 @@ def max_in_any_interval(times: list[float], span: float) -> int:
 
 
 def span(setup: Setup) -> float:
-    """How long a slot counts in the pool's windows: ``window_s`` plus the in-flight margin."""
+    """How long a settled request counts in the shared windows (``window_s``: it counts from
+    its settle, after its arrival; see ``span_of``)."""
     from langchain_gemini_pool import QuotaLimits
     from langchain_gemini_pool._state_types import span_of
 
@@ -348,14 +349,13 @@ def table(setup: Setup, results: list[Result], *, skipped_redis: bool) -> str:
         if r.error_kinds:
             kinds = ", ".join(f"{c} {name}" for name, c in r.error_kinds.most_common())
             lines.append(f"{r.name}: errors: {kinds}")
-    margin_ms = 1e3 * (span(setup) - w)
     for r in results:
         if r.lags_ms:
             pick = [r.lags_ms[int(f * (len(r.lags_ms) - 1))] for f in (0.5, 0.99, 1.0)]
             lines.append(
                 f"{r.name}: slots given, at most {r.max_slots} / {n} in any {span(setup):g} s; "
                 f"slot -> arrival lag p50 {pick[0]:.1f} ms, p99 {pick[1]:.1f} ms, "
-                f"max {pick[2]:.1f} ms (the margin: {margin_ms:.0f} ms)"
+                f"max {pick[2]:.1f} ms"
             )
     if skipped_redis:
         lines.append("RedisState: not run (no redis-server installed, and no --redis URL)")
@@ -367,7 +367,7 @@ def table(setup: Setup, results: list[Result], *, skipped_redis: bool) -> str:
         f"{n + 1} requests within = the shortest interval in which one project received {n + 1} "
         f"requests (at least {w:g} s if its limit held in every {w:g}-s interval);",
         f"slots given = per project, the slot times the backend gave (its clock), in any "
-        f"window + margin ({span(setup):g} s);",
+        f"window ({span(setup):g} s);",
         "slot -> arrival lag = from the time of the slot the backend gave a request to its "
         "arrival at the emulator (requests sent once).",
     ]
