@@ -4,7 +4,8 @@
 tells it the outcome; the plan answers with a pause before the next try or tells the
 caller to raise. Sync and async paths differ only in how they call and sleep. Each method
 that reaches the scheduler has a ``*_steps`` form, which yields the scheduler's backend I/O
-(if any) for ``_driver`` to perform; the plain method runs it with blocking I/O.
+(if any) for ``_driver`` to perform; a plain method of the same name (kept for callers that
+want a blocking answer) runs it with blocking I/O.
 """
 
 from __future__ import annotations
@@ -130,10 +131,7 @@ class RequestPlan:
         return run_blocking(self.failed_steps(pick, exc))
 
     def failed_steps(self, pick: Pick, exc: BaseException) -> IoSteps[float | None]:
-        failure: Failure = classify(exc)
-        yield from self.scheduler.on_failure_steps(pick, failure, self._now())
-        self._record(pick, failure.kind.value)
-        self._tag(exc)
+        failure = yield from self.failed_after_output_steps(pick, exc)
         if failure.kind is FailureKind.BAD_REQUEST or len(self.attempts) >= self._cap:
             return None
         if failure.kind is FailureKind.SERVER_FAULT:
@@ -143,27 +141,23 @@ class RequestPlan:
             return backoff_delay(self._faults)
         return 0.0
 
-    def retry(self, pick: Pick, exc: BaseException) -> bool:
+    def retry_steps(self, pick: Pick, exc: BaseException) -> IoSteps[bool]:
         """Record a failed attempt (see ``failed``); True when the caller should try again,
         after any pause ``next`` returns first."""
-        return run_blocking(self.retry_steps(pick, exc))
-
-    def retry_steps(self, pick: Pick, exc: BaseException) -> IoSteps[bool]:
         pause = yield from self.failed_steps(pick, exc)
         if pause is None:
             return False
         self._pause = pause
         return True
 
-    def failed_after_output(self, pick: Pick, exc: BaseException) -> None:
-        """An attempt failed after output reached the caller: record it, never retry."""
-        run_blocking(self.failed_after_output_steps(pick, exc))
-
-    def failed_after_output_steps(self, pick: Pick, exc: BaseException) -> IoSteps[None]:
+    def failed_after_output_steps(self, pick: Pick, exc: BaseException) -> IoSteps[Failure]:
+        """An attempt failed after output reached the caller: record it, never retry.
+        (``failed`` records every failure this way, then decides whether to retry.)"""
         failure = classify(exc)
         yield from self.scheduler.on_failure_steps(pick, failure, self._now())
         self._record(pick, failure.kind.value)
         self._tag(exc)
+        return failure
 
     def succeeded(self, pick: Pick, prompt_tokens: float | None) -> None:
         run_blocking(self.succeeded_steps(pick, prompt_tokens))

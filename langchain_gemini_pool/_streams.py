@@ -17,7 +17,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import UsageMetadata, add_usage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk
 
-from langchain_gemini_pool._driver import IoSteps, run_blocking
+from langchain_gemini_pool._driver import IoSteps
 from langchain_gemini_pool._failover import RequestPlan
 from langchain_gemini_pool._scheduler import Pick
 
@@ -55,29 +55,20 @@ class StreamTally:
     def _input_tokens(self) -> int | None:
         return self._usage["input_tokens"] if self._usage else None
 
-    def failed(self, exc: BaseException) -> None:
+    def failed_steps(self, exc: BaseException) -> IoSteps[None]:
         """The stream broke after output: record the attempt; the exception carries the usage
         already streamed (``gemini_pool_usage``), which Google bills."""
-        run_blocking(self.failed_steps(exc))
-
-    def failed_steps(self, exc: BaseException) -> IoSteps[None]:
         yield from self._plan.failed_after_output_steps(self._step, exc)
         with contextlib.suppress(AttributeError):
             setattr(exc, USAGE_ATTR, self._usage)
 
-    def abandoned(self) -> None:
-        """The caller stopped reading, or was cancelled or interrupted: give the key back."""
-        run_blocking(self.abandoned_steps())
-
     def abandoned_steps(self) -> IoSteps[None]:
+        """The caller stopped reading, or was cancelled or interrupted: give the key back."""
         return self._plan.cancelled_steps(self._step, prompt_tokens=self._input_tokens())
 
-    def done(self) -> tuple[ChatGenerationChunk, AIMessage]:
+    def done_steps(self) -> IoSteps[tuple[ChatGenerationChunk, AIMessage]]:
         """Close the stream's books: the final empty chunk, stamped with the pool's
         metadata, and a message summing the stream's usage for the ledger."""
-        return run_blocking(self.done_steps())
-
-    def done_steps(self) -> IoSteps[tuple[ChatGenerationChunk, AIMessage]]:
         yield from self._plan.succeeded_steps(self._step, self._input_tokens())
         last = ChatGenerationChunk(
             message=AIMessageChunk(content=[] if self._list_content else "", chunk_position="last")

@@ -33,9 +33,22 @@ LIMITS = QuotaLimits(rpm=1000, rpd=50)
 
 
 class Noted:
-    """Notes ``(method, thread id)`` for each backend call, then makes the real one."""
+    """Notes ``(method, thread id)`` for each backend call, then makes the real one (a
+    mixin before the backend's class)."""
 
     calls: list[tuple[str, int]]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.calls = []
+        super().__init__(*args, **kwargs)
+
+    def admit(self, *args: Any, **kwargs: Any) -> Any:
+        self.note("admit")
+        return super().admit(*args, **kwargs)  # type: ignore[misc]
+
+    def settle(self, *args: Any, **kwargs: Any) -> Any:
+        self.note("settle")
+        return super().settle(*args, **kwargs)  # type: ignore[misc]
 
     def note(self, name: str) -> None:
         self.calls.append((name, threading.get_ident()))
@@ -48,18 +61,6 @@ class Noted:
 
 
 class NotedRedisState(Noted, RedisState):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.calls = []
-        super().__init__(*args, **kwargs)
-
-    def admit(self, *args: Any, **kwargs: Any) -> Any:
-        self.note("admit")
-        return super().admit(*args, **kwargs)
-
-    def settle(self, *args: Any, **kwargs: Any) -> Any:
-        self.note("settle")
-        return super().settle(*args, **kwargs)
-
     async def aadmit(self, *args: Any, **kwargs: Any) -> Any:
         self.note("aadmit")
         return await super().aadmit(*args, **kwargs)
@@ -70,17 +71,7 @@ class NotedRedisState(Noted, RedisState):
 
 
 class NotedDiskState(Noted, DiskState):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.calls = []
-        super().__init__(*args, **kwargs)
-
-    def admit(self, *args: Any, **kwargs: Any) -> Any:
-        self.note("admit")
-        return super().admit(*args, **kwargs)
-
-    def settle(self, *args: Any, **kwargs: Any) -> Any:
-        self.note("settle")
-        return super().settle(*args, **kwargs)
+    pass
 
 
 @pytest.fixture
