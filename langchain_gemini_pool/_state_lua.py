@@ -144,9 +144,11 @@ end
 """
 
 # ARGV: tag, tokens, book_until_s|'', offset, rid, warn_fraction, quarantine_ttl_s,
-#       inflight_ttl_s, salt_key|'', salt_ttl_s, known gen, then per candidate: fp, sb, rpm,
-#       tpm, rpd, w. The last item of every reply: {} when T:gen is the known one, else
-#       {gen, then per candidate: q, cu, cr, su, sr} (what the caller's fallback starts from)
+#       inflight_ttl_s, salt_key|'', salt_ttl_s, known gen, lease (extra slots wanted), then
+#       per candidate: fp, sb, rpm, tpm, rpd, w. An admit answers with the ids of the extra
+#       slots it took (``_state_lease``). The last item of every reply: {} when T:gen is the
+#       known one, else {gen, then per candidate: q, cu, cr, su, sr} (what the caller's
+#       fallback starts from)
 ADMIT = (
     COMMON
     + r"""
@@ -163,7 +165,7 @@ local function seen()
   local g = redis.call('GET', prefix .. ':gen') or ''
   if g == ARGV[11] then return {} end
   local out = {g}
-  for i = 12, #ARGV, 6 do
+  for i = 13, #ARGV, 6 do
     local k = redis.call('HMGET', prefix .. ':' .. ARGV[i] .. ':k', 'q', 'cu', 'cr')
     local s = redis.call('HMGET', ARGV[i + 1] .. ':c', 'u', 'r')
     out[#out + 1] = k[1] or ''
@@ -174,8 +176,8 @@ local function seen()
   end
   return out
 end
-for i = 12, #ARGV, 6 do
-  local c = {fp = ARGV[i], sb = ARGV[i + 1], idx = (i - 12) / 6}
+for i = 13, #ARGV, 6 do
+  local c = {fp = ARGV[i], sb = ARGV[i + 1], idx = (i - 13) / 6}
   c.kb = prefix .. ':' .. c.fp
   local k = redis.call('HMGET', c.kb .. ':k', 'q', 'cu', 'cr')
   if k[1] then
@@ -218,7 +220,24 @@ if best == nil or best.at > now then
   end
 end
 local c = best
-redis.call('ZADD', c.kb .. ':f', now, rid)
+-- a lease: extra slots taken now with this one, at most 1/64 of what each window has left
+-- after it (none when that is less than one; see _state_lease)
+local extra = 0
+if c.lim ~= nil and c.at <= now then
+  extra = tonumber(ARGV[12]) or 0
+  local n = redis.call('ZCARD', c.sb .. ':log') + redis.call('ZCARD', c.sb .. ':fly') + 1
+  local function cap(limit, used, each)
+    if limit == nil or each <= 0 then return end
+    extra = math.min(extra, math.floor((limit - used) / 64 / each))
+  end
+  cap(c.lim.rpm, n, 1)
+  cap(c.lim.rpd, day_count(c.sb, day) + 1, 1)
+  cap(c.lim.tpm, (num(redis.call('HGET', c.sb .. ':tok', '#')) or 0) + tokens, tokens)
+  if extra < 0 then extra = 0 end
+end
+local rids = {rid}
+for j = 1, extra do rids[#rids + 1] = rid .. '.' .. j end
+for j = 1, #rids do redis.call('ZADD', c.kb .. ':f', now, rids[j]) end
 redis.call('ZREMRANGEBYSCORE', c.kb .. ':f', '-inf', now - fttl)
 pexpire_max(c.kb .. ':f', fttl * 1000)
 local at_day = math.floor((c.at + offset) / 86400)
@@ -226,14 +245,16 @@ local warn = ''
 if c.lim ~= nil then
   -- long enough for a settle as late as the in-flight TTL to count a window from then
   local span_ms = (c.at - now + fttl + c.lim.span) * 1000 + 1000
-  redis.call('ZADD', c.sb .. ':fly', c.at, rid)
-  redis.call('HSET', c.sb .. ':tok', rid, tokens)
-  redis.call('HINCRBY', c.sb .. ':tok', '#', tokens)
+  for j = 1, #rids do
+    redis.call('ZADD', c.sb .. ':fly', c.at, rids[j])
+    redis.call('HSET', c.sb .. ':tok', rids[j], tokens)
+  end
+  redis.call('HINCRBY', c.sb .. ':tok', '#', tokens * #rids)
   pexpire_max(c.sb .. ':fly', span_ms)
   pexpire_max(c.sb .. ':log', span_ms)
   pexpire_max(c.sb .. ':tok', span_ms)
   local dk = c.sb .. ':d:' .. at_day
-  local count = redis.call('INCR', dk)
+  local count = redis.call('INCRBY', dk, #rids)
   local day_ms = ((at_day + 2) * 86400 - offset - now) * 1000
   pexpire_max(dk, day_ms)
   if c.lim.rpd ~= nil and c.lim.rpd > 0 and count / c.lim.rpd >= warn_at then
@@ -242,8 +263,9 @@ if c.lim ~= nil then
     end
   end
 end
+table.remove(rids, 1)
 return {'a', tostring(c.idx), fmt(c.at), fmt(now), tostring(at_day),
-        c.lim ~= nil and '1' or '0', warn, rid, seen()}
+        c.lim ~= nil and '1' or '0', warn, rid, rids, seen()}
 """
 )
 

@@ -21,6 +21,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from langchain_gemini_pool import _state_behind as behind
+from langchain_gemini_pool._state_lease import Leases
 from langchain_gemini_pool._state_lua import ADMIT, RESET, SETTLE, SNAPSHOT
 from langchain_gemini_pool._state_redis_client import (
     async_client,
@@ -33,6 +35,7 @@ from langchain_gemini_pool._state_redis_codec import (
     cand_args,
     check_prefix,
     decode_admit,
+    decode_extras,
     decode_snapshot,
     gen_key,
     key_base,
@@ -126,6 +129,7 @@ class RedisState:
         )
         self._salt_refreshed = 0.0
         self._salt = self._connect_and_salt()
+        self._leases = Leases(self.settle)
 
     @property
     def on_outage(self) -> OutagePolicy:
@@ -245,11 +249,16 @@ class RedisState:
     # --- the protocol -----------------------------------------------------------------------
 
     def _admit_argv(
-        self, candidates: Sequence[Candidate], tokens: float, book: float | None, known: str
+        self,
+        candidates: Sequence[Candidate],
+        tokens: float,
+        book: float | None,
+        known: str,
+        lease: int,
     ) -> list[Any]:
         bases = [scope_base(self.prefix, c.scope) for c in candidates]
         return admit_args(
-            self.prefix, candidates, bases, tokens, book, self._salt_due(), SALT_TTL_S, known
+            self.prefix, candidates, bases, tokens, book, self._salt_due(), SALT_TTL_S, known, lease
         )
 
     def admit(
@@ -257,12 +266,18 @@ class RedisState:
     ) -> Decision:
         if not candidates:
             raise ValueError("admit needs at least one candidate key.")
+        leased = self._leases.claim(candidates[0], _whole(tokens))
+        if leased is not None:  # a slot this process leased (``_state_lease``): no round trip
+            return leased
 
         def call() -> Decision:
+            behind.drain()  # this process's settles first, as if it had waited for them
             seen, known = self._seen.known(candidates)
-            argv = self._admit_argv(candidates, tokens, book_until_s, known)
+            lease, sent = self._leases.want(candidates[0]), self._leases.clock()
+            argv = self._admit_argv(candidates, tokens, book_until_s, known, lease)
             raw = self._script("admit", argv)
             decision = decode_admit(raw, candidates, tokens)
+            self._leases.add(decode_extras(raw, decision), sent)
             self._seen.admitted(seen, candidates, raw, decision)
             return decision
 
@@ -273,36 +288,54 @@ class RedisState:
     ) -> Decision:
         if not candidates:
             raise ValueError("admit needs at least one candidate key.")
+        leased = self._leases.claim(candidates[0], _whole(tokens))
+        if leased is not None:
+            return leased
 
         async def call() -> Decision:
             seen, known = self._seen.known(candidates)
-            argv = self._admit_argv(candidates, tokens, book_until_s, known)
+            lease, sent = self._leases.want(candidates[0]), self._leases.clock()
+            argv = self._admit_argv(candidates, tokens, book_until_s, known, lease)
             raw = await self._async()["admit"](keys=self._keys, args=argv)
             decision = decode_admit(raw, candidates, tokens)
+            self._leases.add(decode_extras(raw, decision), sent)
             self._seen.admitted(seen, candidates, raw, decision)
             return decision
 
         return await self._arun(call, lambda: self._outage.admit(candidates, tokens, book_until_s))
 
-    def settle(self, outcome: Settle) -> None:
+    def _verdict(self, outcome: Settle) -> bool:
+        """Whether ``outcome`` carries a verdict (which every process must see at once);
+        this process's leases it concerns end now."""
+        if outcome.cool_scope_s is not None or outcome.learned:
+            self._leases.drop(scope=outcome.scope)
+        if outcome.cool_key_s is not None or outcome.quarantine:
+            self._leases.drop(fingerprint=outcome.fingerprint)
         if outcome.quarantine or outcome.cool_key_s or outcome.cool_scope_s:
             self._seen.settled(outcome)
+        return bool(
+            outcome.cool_scope_s or outcome.cool_key_s or outcome.quarantine or outcome.learned
+        )
+
+    def settle(self, outcome: Settle) -> None:
+        if self._verdict(outcome):  # every process must see it once this returns: wait
+            self._write(outcome)
+        elif outcome.reservation is None or outcome.reservation.home == "backend":
+            behind.put(self._write, outcome)  # a plain end: written behind the caller
+        else:
+            self._write(outcome)
+
+    def _write(self, outcome: Settle) -> None:
         home = outcome.reservation.home if outcome.reservation else "backend"
         if home != "backend":
             if home == "local":
                 self._outage.fallback().settle(outcome)
             return
         argv = settle_args(outcome, scope_base(self.prefix, outcome.scope), self.prefix)
-        # a verdict waits (every process must see it once this returns); a plain settle not
-        wait = bool(outcome.cool_scope_s or outcome.cool_key_s or outcome.quarantine)
-        wait = wait or bool(outcome.learned)
-        self._run(
-            lambda: self._script("settle", argv, wait=wait), lambda: self._outage.settle(outcome)
-        )
+        self._run(lambda: self._script("settle", argv), lambda: self._outage.settle(outcome))
 
     async def asettle(self, outcome: Settle) -> None:
-        if outcome.quarantine or outcome.cool_key_s or outcome.cool_scope_s:
-            self._seen.settled(outcome)
+        self._verdict(outcome)
         home = outcome.reservation.home if outcome.reservation else "backend"
         if home != "backend":
             if home == "local":
@@ -321,10 +354,11 @@ class RedisState:
             argv += cand_args(c, scope_base(self.prefix, c.scope))
 
         def call() -> Snapshot:
+            behind.drain()
             raw = self._script("snapshot", argv)
             snap = decode_snapshot(raw, candidates)
             self._seen.snapshot(snap, candidates)
-            return snap
+            return self._leases.unclaimed(snap)
 
         return self._run(call, lambda: self._outage.snapshot(candidates))
 
@@ -336,16 +370,24 @@ class RedisState:
             SALT_TTL_S,
         ]
         self._seen.forget(fingerprint, scope)
+        behind.drain()
         self._run(lambda: self._script("reset", argv), lambda: None)
         if (local := self._outage.local) is not None:
             local.reset(fingerprint, scope)
 
     def close(self) -> None:
+        """Give this process's leased slots back and disconnect (it reconnects if used)."""
+        self._leases.close()
+        behind.drain()
         if self._client is not None and self._pid == os.getpid():
             if self._hot is not None:
                 self._hot.close()
             self._client.close()
         self._pid = -1
+
+
+def _whole(tokens: float) -> int:
+    return max(0, int(-(-tokens // 1)))
 
 
 _SCRIPTS = {"admit": ADMIT, "settle": SETTLE, "snapshot": SNAPSHOT, "reset": RESET}

@@ -94,6 +94,7 @@ def admit_args(
     salt_key: str,
     salt_ttl_s: int,
     known_gen: str,
+    lease: int = 0,
 ) -> list[Any]:
     need = max(0, int(-(-tokens // 1)))
     argv: list[Any] = [
@@ -108,6 +109,7 @@ def admit_args(
         salt_key,
         salt_ttl_s,
         known_gen,
+        lease,
     ]
     for c, base in zip(candidates, bases, strict=True):
         argv += cand_args(c, base)
@@ -142,6 +144,17 @@ def decode_admit(raw: list[Any], candidates: Sequence[Candidate], tokens: float)
     items = [_s(x) for x in raw[2:-1]]
     reasons = {items[i]: items[i + 1] for i in range(0, len(items), 2)}
     return AllQuarantined(reasons, float(_s(raw[1])))
+
+
+def decode_extras(raw: list[Any], decision: Decision) -> list[Reservation]:
+    """The extra slots an admit leased with ``decision`` (see ``_state_lease``)."""
+    if not isinstance(decision, Admit) or len(raw) < 10:
+        return []
+    res = decision.reservation
+    return [
+        Reservation(res.fingerprint, res.scope, _s(rid), res.at, res.tokens, res.day, True)
+        for rid in raw[8]
+    ]
 
 
 def settle_args(o: Settle, base: str, prefix: str) -> list[Any]:
