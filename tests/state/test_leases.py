@@ -1,0 +1,201 @@
+"""RedisState's slot leases (``_state_lease``) and settles written behind the caller
+(``_state_behind``), on a real redis-server: fewer round trips, never a slot more than the
+limit, a cooldown set elsewhere honoured within 1 s, and nothing left taken."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+
+from langchain_gemini_pool import ManualClock, QuotaLimits, RedisState
+from langchain_gemini_pool._state_lease import LEASE_S
+from langchain_gemini_pool._state_types import Admit, Candidate, Scope, Settle, WaitUntil
+from tests.state.conftest import RedisServer
+
+S = Scope("proj-lease", "gemini-2.5-flash")
+OTHER = Scope("proj-lease", "gemini-2.5-pro")
+BIG = QuotaLimits(rpm=6400, window_s=60)
+
+
+def _scripts_run(server: RedisServer) -> int:
+    """How many scripts Redis has run (its own counters, not ours)."""
+    stats = server.client().info("commandstats")
+    return sum(stats.get(f"cmdstat_{c}", {}).get("calls", 0) for c in ("evalsha", "eval"))
+
+
+def _room(url: str, cand: Candidate) -> tuple[int | None, int]:
+    """Room and in-flight count as a process without leases sees them."""
+    fresh = RedisState(url, prefix="gemini-pool")
+    try:
+        snap = fresh.snapshot([cand])
+        return snap.scopes[cand.scope].room["rpm"], snap.keys[cand.fingerprint].in_flight
+    finally:
+        fresh.close()
+
+
+def _lease_clock(state: RedisState) -> ManualClock:
+    clock = ManualClock(1000.0)
+    state._leases.clock = clock.now  # the lease ends on this clock, not on the wall's
+    return clock
+
+
+def test_a_busy_key_sends_most_requests_without_a_round_trip(
+    redis_factory: Callable[..., RedisServer],
+) -> None:
+    server = redis_factory()
+    state = RedisState(server.url)
+    try:
+        c = Candidate(state.fingerprint("fake-key-lease-busy"), S, BIG)
+        before = _scripts_run(server)
+        for _ in range(100):
+            decision = state.admit([c], 10)
+            assert isinstance(decision, Admit)
+            state.settle(Settle(c.fingerprint, S, decision.reservation, prompt_tokens=7))
+        snap = state.snapshot([c])  # this process's own view: unclaimed slots are room
+        admits_sent = _scripts_run(server) - before - 100 - 1  # a settle each, the snapshot
+        assert admits_sent <= 15  # 100 without leases
+        assert snap.scopes[S].room["rpm"] == 6400 - 100
+        assert snap.keys[c.fingerprint].in_flight == 0
+    finally:
+        state.close()
+    assert _room(server.url, c) == (6400 - 100, 0)  # close gave the unclaimed ones back
+
+
+def test_leases_never_admit_more_than_the_limit(
+    redis_factory: Callable[..., RedisServer],
+) -> None:
+    server = redis_factory()
+    limits = QuotaLimits(rpm=640, window_s=60)
+    states = [RedisState(server.url) for _ in range(3)]
+    c = Candidate(states[0].fingerprint("fake-key-lease-limit"), S, limits)
+    admitted, waited, turn = 0, [False] * 3, 0
+    while not all(waited):
+        i = turn % 3
+        turn += 1
+        decision = states[i].admit([c], 0)
+        if isinstance(decision, Admit):
+            admitted += 1
+            waited[i] = False
+        else:
+            assert isinstance(decision, WaitUntil)
+            waited[i] = True
+        assert admitted <= 640
+    assert admitted == 640  # a process waits only once its leased slots are used
+    for state in states:
+        state.close()
+    assert _room(server.url, c) == (640 - admitted, admitted)  # unclaimed slots given back
+
+
+def test_a_cooldown_set_elsewhere_holds_here_within_one_second(
+    redis_factory: Callable[..., RedisServer],
+) -> None:
+    server = redis_factory()
+    busy, other = RedisState(server.url), RedisState(server.url)
+    try:
+        clock = _lease_clock(busy)
+        c = Candidate(busy.fingerprint("fake-key-lease-cool"), S, BIG)
+        for _ in range(5):  # busy enough to lease: the 5th leases 5 more
+            assert isinstance(busy.admit([c], 0), Admit)
+        other.settle(Settle(c.fingerprint, S, cool_scope_s=60, cool_reason="429 elsewhere"))
+        clock.advance(LEASE_S * 0.9)
+        assert isinstance(busy.admit([c], 0), Admit)  # a lease still in its second
+        clock.advance(LEASE_S * 0.1)
+        cooled = busy.admit([c], 0)
+        assert isinstance(cooled, WaitUntil)
+        assert cooled.reason == "429 elsewhere"
+        busy.close()
+        assert _room(server.url, c)[0] == 6400 - 6
+    finally:
+        busy.close()
+        other.close()
+
+
+def test_this_process_429_ends_its_leases_at_once(
+    redis_factory: Callable[..., RedisServer],
+) -> None:
+    server = redis_factory()
+    state = RedisState(server.url)
+    try:
+        _lease_clock(state)
+        c = Candidate(state.fingerprint("fake-key-lease-own"), S, BIG)
+        other = Candidate(c.fingerprint, OTHER, BIG)
+        for _ in range(5):  # the 5th of each leases 5 more
+            assert isinstance(state.admit([c], 0), Admit)
+            assert isinstance(state.admit([other], 0), Admit)
+        state.settle(Settle(c.fingerprint, S, cool_scope_s=60, cool_reason="429 here"))
+        assert isinstance(state.admit([c], 0), WaitUntil)
+        assert isinstance(state.admit([other], 0), Admit)  # another model is not cooled
+        state.settle(Settle(c.fingerprint, S, quarantine="400 API_KEY_INVALID"))
+        assert not isinstance(state.admit([other], 0), Admit)  # a bad key: every scope
+    finally:
+        state.close()
+
+
+def test_a_lease_not_claimed_goes_back_when_it_ends_with_no_further_call(
+    redis_factory: Callable[..., RedisServer],
+) -> None:
+    server = redis_factory()
+    state = RedisState(server.url)
+    try:
+        clock = _lease_clock(state)
+        c = Candidate(state.fingerprint("fake-key-lease-idle"), S, BIG)
+        for _ in range(5):  # the 5th leases 5 more
+            assert isinstance(state.admit([c], 0), Admit)
+        assert _room(server.url, c) == (6400 - 10, 10)  # leased: in flight for the others
+        clock.advance(LEASE_S)
+        deadline = time.monotonic() + 5  # the give-back thread wakes at least every 0.25 s
+        while _room(server.url, c) != (6400 - 5, 5) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _room(server.url, c) == (6400 - 5, 5)
+    finally:
+        state.close()
+
+
+def _run_child(url: str, body: str) -> None:
+    code = textwrap.dedent(
+        f"""
+        from langchain_gemini_pool import QuotaLimits, RedisState
+        from langchain_gemini_pool._state_types import Candidate, Scope, Settle
+        state = RedisState({url!r})
+        c = Candidate(state.fingerprint("fake-key-lease-exit"), Scope("proj-lease", "m"),
+                      QuotaLimits(rpm=6400, window_s=60))
+        """
+    )
+    subprocess.run([sys.executable, "-c", code + textwrap.dedent(body)], check=True, timeout=60)  # noqa: S603
+
+
+def test_a_process_that_exits_without_close_leaves_nothing_taken(
+    redis_factory: Callable[..., RedisServer],
+) -> None:
+    """Settles written behind and unclaimed leased slots are written at exit."""
+    server = redis_factory()
+    _run_child(
+        server.url,
+        """
+        for _ in range(30):
+            d = state.admit([c], 0)
+            state.settle(Settle(c.fingerprint, c.scope, d.reservation, prompt_tokens=1))
+        """,
+    )
+    probe = RedisState(server.url)
+    c = Candidate(probe.fingerprint("fake-key-lease-exit"), Scope("proj-lease", "m"), BIG)
+    probe.close()
+    assert _room(server.url, c) == (6400 - 30, 0)
+
+
+def test_a_settle_written_behind_is_seen_by_this_process_next_admit(
+    redis_factory: Callable[..., RedisServer],
+) -> None:
+    server = redis_factory()
+    state = RedisState(server.url)
+    try:
+        c = Candidate(state.fingerprint("fake-key-behind"), S, QuotaLimits(rpm=1, window_s=60))
+        for _ in range(50):  # each slot given back is free again at once, every time
+            decision = state.admit([c], 0)
+            assert isinstance(decision, Admit)
+            state.settle(Settle(c.fingerprint, S, decision.reservation, cancel=True))
+    finally:
+        state.close()
