@@ -9,6 +9,7 @@ two processes can take the same slot. Connections are per thread and reopened af
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import sqlite3
@@ -17,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from langchain_gemini_pool import _state_behind as behind
 from langchain_gemini_pool._clock import Clock, SystemClock
 from langchain_gemini_pool._state_decide import (
     KeyView,
@@ -26,12 +28,14 @@ from langchain_gemini_pool._state_decide import (
     room_of,
     warning_of,
 )
+from langchain_gemini_pool._state_lease import Leases, lease_count
 from langchain_gemini_pool._state_sqlite import (
     BUSY_WAIT_S,
     RETURNING,
     SCHEMA,
     begin,
     connect,
+    lease_rows,
     migrate,
     read_window,
 )
@@ -56,6 +60,10 @@ from langchain_gemini_pool._state_types import (
 )
 
 FILENAME = "gemini-pool-state.sqlite3"
+
+
+Used = tuple[sqlite3.Connection, threading.Lock]
+"""A thread's connection and the lock it is used under."""
 
 
 class DiskState:
@@ -88,8 +96,9 @@ class DiskState:
         self._clock: Clock = clock or SystemClock()
         self._local = threading.local()
         self._admits = 0
+        self._leases = Leases(self.settle, self._clock.now)
         try:
-            conn = self._conn()
+            conn, _ = self._conn()
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_WAIT_S * 1000)}")  # many starting
             conn.executescript(SCHEMA)
             migrate(conn)
@@ -107,24 +116,28 @@ class DiskState:
     def __repr__(self) -> str:
         return f"DiskState({str(self.directory)!r})"
 
-    def _conn(self) -> sqlite3.Connection:
+    def _conn(self) -> Used:
+        """This thread's connection, and the lock it is used under (the settle writer
+        borrows it: see ``settle``)."""
         local = self._local
         if getattr(local, "pid", None) != os.getpid():  # new thread, or a forked child
             conn = connect(self.path)
-            local.conn, local.pid = conn, os.getpid()
-        conn_: sqlite3.Connection = local.conn
-        return conn_
+            local.conn, local.lock, local.pid = conn, threading.Lock(), os.getpid()
+        return local.conn, local.lock
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        conn = self._conn()
-        begin(conn)
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+    def _tx(
+        self, used: tuple[sqlite3.Connection, threading.Lock] | None = None
+    ) -> Iterator[sqlite3.Connection]:
+        conn, lock = used or self._conn()
+        with lock:
+            begin(conn)
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     def fingerprint(self, secret: str) -> str:
         return fingerprint_with(self._salt, secret)
@@ -137,9 +150,16 @@ class DiskState:
         if not candidates:
             raise ValueError("admit needs at least one candidate key.")
         need = max(0, int(-(-tokens // 1)))
+        leased = self._leases.claim(candidates[0], need)
+        if leased is not None:  # a slot this process leased (``_state_lease``): no transaction
+            return leased
+        behind.drain()  # this process's settles first, as if it had waited for them
+        lease, sent = self._leases.want(candidates[0]), self._leases.clock()
         with self._tx() as conn:
             now = self._clock.now()
-            return self._admit(conn, candidates, need, now, book_until_s)
+            decision, extras = self._admit(conn, candidates, need, now, book_until_s, lease)
+        self._leases.add(extras, sent)
+        return decision
 
     async def aadmit(
         self, candidates: Sequence[Candidate], tokens: float, *, book_until_s: float | None = None
@@ -153,7 +173,9 @@ class DiskState:
         tokens: int,
         now: float,
         book_until_s: float | None,
-    ) -> Decision:
+        lease: int,
+    ) -> tuple[Decision, list[Reservation]]:
+        """The decision, and the extra slots leased with it (``_state_lease``)."""
         day = day_number(now, pacific_offset(now))
         keys = self._key_views(conn, [c.fingerprint for c in candidates], now)
         views: dict[Scope, ScopeView] = {}
@@ -165,7 +187,7 @@ class DiskState:
 
         take = decide(candidates, keys, view, tokens, now, book_until_s)
         if not isinstance(take, Take):
-            return take
+            return take, []
         cand = candidates[take.index]
         rid = os.urandom(8).hex()
         conn.execute("INSERT INTO flights VALUES (?, ?, ?)", (rid, cand.fingerprint, now))
@@ -195,7 +217,13 @@ class DiskState:
         res = Reservation(
             cand.fingerprint, cand.scope, rid, take.at, tokens, at_day, take.limits is not None
         )
-        return Admit(take.index, res, now, warning)
+        extras: list[Reservation] = []
+        if take.limits is not None and take.at <= now and lease > 0:
+            view_ = views[cand.scope]
+            n = len(view_.events) + len(view_.flying) + 1
+            extra = lease_count(take.limits, lease, n, view_.day_count + 1, view_.token_sum, tokens)
+            extras = lease_rows(conn, res, extra)
+        return Admit(take.index, res, now, warning), extras
 
     @staticmethod
     def _count_day(conn: sqlite3.Connection, p: str, m: str, day: int) -> tuple[int, int]:
@@ -257,8 +285,17 @@ class DiskState:
     # --- settle -----------------------------------------------------------------------------
 
     def settle(self, outcome: Settle) -> None:
-        with self._tx() as conn:
-            self._settle(conn, outcome, self._clock.now())
+        now = self._clock.now()
+        if not self._leases.verdict(outcome):
+            # a plain end, written behind the caller on the caller's own connection (another
+            # connection's write would cost this one its page cache)
+            behind.put(functools.partial(self._write, self._conn(), now), outcome)
+        else:  # a verdict: every process must see it once this returns
+            self._write(self._conn(), now, outcome)
+
+    def _write(self, used: Used, now: float, outcome: Settle) -> None:
+        with self._tx(used) as conn:
+            self._settle(conn, outcome, now)
 
     async def asettle(self, outcome: Settle) -> None:
         await asyncio.to_thread(self.settle, outcome)
@@ -342,6 +379,7 @@ class DiskState:
     # --- reporting --------------------------------------------------------------------------
 
     def snapshot(self, candidates: Sequence[Candidate]) -> Snapshot:
+        behind.drain()
         with self._tx() as conn:
             now = self._clock.now()
             day = day_number(now, pacific_offset(now))
@@ -366,9 +404,11 @@ class DiskState:
                 scopes[cand.scope] = ScopeStatus(
                     cand.scope, view.cool_until, view.cool_reason, room, limits
                 )
-            return Snapshot(now, keys, scopes, self.shared, self.name)
+            snap = Snapshot(now, keys, scopes, self.shared, self.name)
+        return self._leases.unclaimed(snap)
 
     def reset(self, fingerprint: str, scope: Scope) -> None:
+        behind.drain()
         with self._tx() as conn:
             conn.execute("DELETE FROM keys WHERE fp = ?", (fingerprint,))
             conn.execute(
@@ -378,6 +418,9 @@ class DiskState:
             )
 
     def close(self) -> None:
+        """Give this process's leased slots back and close this thread's connection."""
+        self._leases.close()
+        behind.drain()
         conn = getattr(self._local, "conn", None)
         if conn is not None and self._local.pid == os.getpid():
             conn.close()

@@ -40,6 +40,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterable
 
+from langchain_gemini_pool._quota import QuotaLimits
 from langchain_gemini_pool._state_types import (
     Admit,
     Candidate,
@@ -65,6 +66,23 @@ IDLE_S = 5.0
 """The give-back thread ends after this long with no slot held."""
 
 Pair = tuple[str, Scope]
+
+
+def lease_count(
+    limits: QuotaLimits, want: int, requests: int, today: int, token_sum: int, tokens: int
+) -> int:
+    """Extra slots an admit may lease (at most ``want``): 1/``LEASE_SHARE`` of what each
+    window has left once ``requests`` (today: ``today``) and ``token_sum`` tokens count,
+    this request's included; each slot reserves ``tokens``. The Lua admit's twin."""
+    extra = want
+    for limit, used, each in (
+        (limits.rpm, requests, 1),
+        (limits.rpd, today, 1),
+        (limits.tpm, token_sum + tokens, tokens),
+    ):
+        if limit is not None and each > 0:
+            extra = min(extra, (limit - used) // (LEASE_SHARE * each))
+    return max(0, extra)
 
 
 class Leases:
@@ -166,6 +184,20 @@ class Leases:
                     for i, (_, res) in enumerate(slots):
                         slots[i] = (now, res)
             self._wake.notify()
+
+    def verdict(self, outcome: Settle) -> bool:
+        """Whether ``outcome`` carries a verdict (a cooldown, a quarantine, a learned limit:
+        every process must see it once its settle returns); the leases it concerns end now."""
+        if outcome.cool_scope_s is not None or outcome.learned:
+            self.drop(scope=outcome.scope)
+        if outcome.cool_key_s is not None or outcome.quarantine:
+            self.drop(fingerprint=outcome.fingerprint)
+        return bool(
+            outcome.cool_scope_s is not None
+            or outcome.cool_key_s is not None
+            or outcome.quarantine
+            or outcome.learned
+        )
 
     def close(self) -> None:
         """Give every unclaimed slot back now (at ``close`` and at exit)."""

@@ -305,17 +305,10 @@ class RedisState:
         return await self._arun(call, lambda: self._outage.admit(candidates, tokens, book_until_s))
 
     def _verdict(self, outcome: Settle) -> bool:
-        """Whether ``outcome`` carries a verdict (which every process must see at once);
-        this process's leases it concerns end now."""
-        if outcome.cool_scope_s is not None or outcome.learned:
-            self._leases.drop(scope=outcome.scope)
-        if outcome.cool_key_s is not None or outcome.quarantine:
-            self._leases.drop(fingerprint=outcome.fingerprint)
+        """Whether ``outcome`` carries a verdict (see ``Leases.verdict``)."""
         if outcome.quarantine or outcome.cool_key_s or outcome.cool_scope_s:
             self._seen.settled(outcome)
-        return bool(
-            outcome.cool_scope_s or outcome.cool_key_s or outcome.quarantine or outcome.learned
-        )
+        return self._leases.verdict(outcome)
 
     def settle(self, outcome: Settle) -> None:
         if self._verdict(outcome):  # every process must see it once this returns: wait

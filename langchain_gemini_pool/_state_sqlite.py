@@ -10,6 +10,8 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any, overload
 
+from langchain_gemini_pool._state_types import Reservation
+
 BUSY_WAIT_S = 30.0
 """How long a decision waits for the write lock other processes hold before it fails."""
 RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
@@ -140,7 +142,9 @@ def read_window(
 
 
 def connect(path: str | os.PathLike[str]) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, timeout=BUSY_WAIT_S, isolation_level=None)
+    """A connection one thread uses, and lends to the settle writer (``_state_behind``)
+    under its own lock: hence ``check_same_thread=False``."""
+    conn = sqlite3.connect(path, timeout=BUSY_WAIT_S, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
     # NORMAL under WAL: a commit appends to the WAL without fsync; the WAL is synced at each
     # checkpoint. A process crash loses nothing (the OS has the writes); power loss can drop
@@ -170,3 +174,30 @@ def begin(conn: sqlite3.Connection) -> None:
             if now > deadline:
                 raise
         time.sleep(random.uniform(0.0001, 0.001))  # noqa: S311 (jitter, not a secret)
+
+
+def lease_rows(conn: sqlite3.Connection, res: Reservation, extra: int) -> list[Reservation]:
+    """Take ``extra`` more slots like ``res`` (in flight now, its tokens each): a lease
+    (``_state_lease``), inside the admit's transaction."""
+    if extra <= 0:
+        return []
+    p, m = res.scope.project, res.scope.model
+    made = [
+        Reservation(res.fingerprint, res.scope, f"{res.id}.{j}", res.at, res.tokens, res.day, True)
+        for j in range(1, extra + 1)
+    ]
+    conn.executemany(
+        "INSERT INTO flights VALUES (?, ?, ?)", [(r.id, r.fingerprint, r.at) for r in made]
+    )
+    conn.executemany(
+        "INSERT INTO events VALUES (?, ?, ?, ?, ?, 1)", [(p, m, r.id, r.at, r.tokens) for r in made]
+    )
+    conn.execute(
+        "UPDATE scopes SET n = n + ?, token_sum = token_sum + ? WHERE project = ? AND model = ?",
+        (extra, extra * res.tokens, p, m),
+    )
+    conn.execute(
+        "UPDATE days SET count = count + ? WHERE project = ? AND model = ? AND day = ?",
+        (extra, p, m, res.day),
+    )
+    return made
