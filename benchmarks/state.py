@@ -8,13 +8,13 @@ on each backend against a bare ``ChatGoogleGenerativeAI``, on the local emulator
 and at 20 ms added latency, calls interleaved so every contender sees the same machine.
 The emulator runs in a process of its own, as Google's servers do: in the benchmark's own
 process its threads would compete with the client for the interpreter, and count against
-whatever the client does after a response. A DiskState or RedisState pool writes a call's plain settle
-from a thread of its own (``_state_behind``); that write is let finish, untimed, and 1 ms passes
-before the next contender's call, so what one contender's threads do after its call (the
-writer going back to sleep) lands in no other contender's time. In an application it
-overlaps the next request's wait on the network. A busy pool on DiskState or RedisState
-sends most calls on slots leased ahead (``_state_lease``): one backend round trip per
-several calls.
+whatever the client does after a response. A DiskState or RedisState pool writes a call's
+plain settle from a thread of its own (``_state_behind``); that write is let finish,
+untimed, and 1 ms passes before the next contender's call, so what one contender's threads
+do after its call (the writer going back to sleep) lands in no other contender's time. In
+an application it overlaps the next request's wait on the network. A busy pool on
+DiskState or RedisState sends most calls on slots leased ahead (``_state_lease``): one
+backend round trip per several calls.
 
 A decision is what the pool will do per attempt: one ``admit`` before the call (4
 candidate keys, each its own (project, model) with RPM, TPM and RPD limits) and one
