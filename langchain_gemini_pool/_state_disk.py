@@ -31,17 +31,17 @@ from langchain_gemini_pool._state_decide import (
 from langchain_gemini_pool._state_lease import Leases, lease_count
 from langchain_gemini_pool._state_sqlite import (
     BUSY_WAIT_S,
-    RETURNING,
     SCHEMA,
     begin,
     connect,
+    count_day,
+    key_views,
     lease_rows,
     migrate,
     read_window,
 )
 from langchain_gemini_pool._state_types import (
     INFLIGHT_TTL_S,
-    QUARANTINE_TTL_S,
     Admit,
     Candidate,
     Decision,
@@ -177,7 +177,7 @@ class DiskState:
     ) -> tuple[Decision, list[Reservation]]:
         """The decision, and the extra slots leased with it (``_state_lease``)."""
         day = day_number(now, pacific_offset(now))
-        keys = self._key_views(conn, [c.fingerprint for c in candidates], now)
+        keys = key_views(conn, [c.fingerprint for c in candidates], now)
         views: dict[Scope, ScopeView] = {}
 
         def view(cand: Candidate) -> ScopeView:
@@ -207,7 +207,7 @@ class DiskState:
                 " ON CONFLICT DO UPDATE SET n = n + 1, token_sum = token_sum + excluded.token_sum",
                 (p, m, tokens),
             )
-            count, warned = self._count_day(conn, p, m, at_day)
+            count, warned = count_day(conn, p, m, at_day)
             warning = None if warned else warning_of(cand.scope, count, take.limits)
             if warning is not None:
                 conn.execute(
@@ -224,37 +224,6 @@ class DiskState:
             extra = lease_count(take.limits, lease, n, view_.day_count + 1, view_.token_sum, tokens)
             extras = lease_rows(conn, res, extra)
         return Admit(take.index, res, now, warning), extras
-
-    @staticmethod
-    def _count_day(conn: sqlite3.Connection, p: str, m: str, day: int) -> tuple[int, int]:
-        """One more request on ``day``: the day's count and warned flag after it."""
-        count_it = (
-            "INSERT INTO days (project, model, day, count) VALUES (?, ?, ?, 1)"
-            " ON CONFLICT DO UPDATE SET count = count + 1"
-        )
-        if RETURNING:
-            ((count, warned),) = conn.execute(count_it + " RETURNING count, warned", (p, m, day))
-            return count, warned
-        conn.execute(count_it, (p, m, day))
-        count, warned = conn.execute(
-            "SELECT count, warned FROM days WHERE project = ? AND model = ? AND day = ?",
-            (p, m, day),
-        ).fetchone()
-        return count, warned
-
-    @staticmethod
-    def _key_views(conn: sqlite3.Connection, fps: list[str], now: float) -> dict[str, KeyView]:
-        marks = ",".join("?" * len(fps))
-        rows = conn.execute(
-            f"SELECT fp, quarantine, q_at, cool_until, cool_reason FROM keys WHERE fp IN ({marks})",  # noqa: S608 (only ? marks)
-            fps,
-        ).fetchall()
-        views = {}
-        for fp, quarantine, q_at, cool_until, cool_reason in rows:
-            if quarantine is not None and now - q_at > QUARANTINE_TTL_S:
-                quarantine = None
-            views[fp] = KeyView(quarantine, cool_until, cool_reason)
-        return views
 
     @staticmethod
     def _scope_view(conn: sqlite3.Connection, cand: Candidate, now: float, day: int) -> ScopeView:
@@ -384,7 +353,7 @@ class DiskState:
             now = self._clock.now()
             day = day_number(now, pacific_offset(now))
             fps = [c.fingerprint for c in candidates]
-            views = self._key_views(conn, fps, now)
+            views = key_views(conn, fps, now)
             keys: dict[str, KeyStatus] = {}
             for fp in fps:
                 v = views.get(fp, KeyView())

@@ -10,7 +10,8 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any, overload
 
-from langchain_gemini_pool._state_types import Reservation
+from langchain_gemini_pool._state_decide import KeyView
+from langchain_gemini_pool._state_types import QUARANTINE_TTL_S, Reservation
 
 BUSY_WAIT_S = 30.0
 """How long a decision waits for the write lock other processes hold before it fails."""
@@ -201,3 +202,35 @@ def lease_rows(conn: sqlite3.Connection, res: Reservation, extra: int) -> list[R
         (extra, p, m, res.day),
     )
     return made
+
+
+def count_day(conn: sqlite3.Connection, p: str, m: str, day: int) -> tuple[int, int]:
+    """One more request on ``day``: the day's count and warned flag after it."""
+    count_it = (
+        "INSERT INTO days (project, model, day, count) VALUES (?, ?, ?, 1)"
+        " ON CONFLICT DO UPDATE SET count = count + 1"
+    )
+    if RETURNING:
+        ((count, warned),) = conn.execute(count_it + " RETURNING count, warned", (p, m, day))
+        return count, warned
+    conn.execute(count_it, (p, m, day))
+    count, warned = conn.execute(
+        "SELECT count, warned FROM days WHERE project = ? AND model = ? AND day = ?",
+        (p, m, day),
+    ).fetchone()
+    return count, warned
+
+
+def key_views(conn: sqlite3.Connection, fps: list[str], now: float) -> dict[str, KeyView]:
+    """Quarantines and cooldowns of the keys ``fps`` (those with none are left out)."""
+    marks = ",".join("?" * len(fps))
+    rows = conn.execute(
+        f"SELECT fp, quarantine, q_at, cool_until, cool_reason FROM keys WHERE fp IN ({marks})",  # noqa: S608 (only ? marks)
+        fps,
+    ).fetchall()
+    views = {}
+    for fp, quarantine, q_at, cool_until, cool_reason in rows:
+        if quarantine is not None and now - q_at > QUARANTINE_TTL_S:
+            quarantine = None
+        views[fp] = KeyView(quarantine, cool_until, cool_reason)
+    return views

@@ -1,19 +1,31 @@
-"""RedisState's slot leases (``_state_lease``) and settles written behind the caller
-(``_state_behind``), on a real redis-server: fewer round trips, never a slot more than the
-limit, a cooldown set elsewhere honoured within 1 s, and nothing left taken."""
+"""Slot leases (``_state_lease``) and settles written behind the caller (``_state_behind``)
+on DiskState (real SQLite) and RedisState (a real redis-server): fewer round trips, never
+a slot more than the limit, a cooldown set elsewhere honoured within 1 s, and nothing left
+taken."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-from langchain_gemini_pool import ManualClock, QuotaLimits, RedisState
+import pytest
+
+from langchain_gemini_pool import DiskState, ManualClock, QuotaLimits, RedisState
 from langchain_gemini_pool._state_lease import LEASE_S
-from langchain_gemini_pool._state_types import Admit, Candidate, Scope, Settle, WaitUntil
-from tests.state.conftest import RedisServer
+from langchain_gemini_pool._state_types import (
+    Admit,
+    Candidate,
+    Scope,
+    Settle,
+    StateBackend,
+    WaitUntil,
+)
+from tests.state.conftest import T0, RedisServer
 
 S = Scope("proj-lease", "gemini-2.5-flash")
 OTHER = Scope("proj-lease", "gemini-2.5-pro")
@@ -28,7 +40,10 @@ def _scripts_run(server: RedisServer) -> int:
 
 def _room(url: str, cand: Candidate) -> tuple[int | None, int]:
     """Room and in-flight count as a process without leases sees them."""
-    fresh = RedisState(url, prefix="gemini-pool")
+    return _seen_by(RedisState(url, prefix="gemini-pool"), cand)
+
+
+def _seen_by(fresh: StateBackend, cand: Candidate) -> tuple[int | None, int]:
     try:
         snap = fresh.snapshot([cand])
         return snap.scopes[cand.scope].room["rpm"], snap.keys[cand.fingerprint].in_flight
@@ -36,10 +51,36 @@ def _room(url: str, cand: Candidate) -> tuple[int | None, int]:
         fresh.close()
 
 
-def _lease_clock(state: RedisState) -> ManualClock:
-    clock = ManualClock(1000.0)
-    state._leases.clock = clock.now  # the lease ends on this clock, not on the wall's
-    return clock
+@dataclass
+class Deployment:
+    """Processes (as states) of one deployment on one backend, with one lease clock."""
+
+    kind: str
+    where: str
+    clock: ManualClock = field(default_factory=lambda: ManualClock(T0))
+
+    def process(self) -> Any:
+        if self.kind == "disk":
+            return DiskState(self.where, clock=self.clock)  # its clock is its leases' too
+        state = RedisState(self.where)
+        state._leases.clock = self.clock.now  # leases end on this clock, not the wall's
+        return state
+
+    def room(self, cand: Candidate) -> tuple[int | None, int]:
+        """Room and in-flight count as a process holding no lease sees them."""
+        fresh = DiskState(self.where, clock=self.clock) if self.kind == "disk" else None
+        return _seen_by(fresh or RedisState(self.where), cand)
+
+
+@pytest.fixture(params=["disk", "redis"])
+def deployment(
+    request: pytest.FixtureRequest,
+    redis_factory: Callable[..., RedisServer],
+    tmp_path: Path,
+) -> Deployment:
+    if request.param == "disk":
+        return Deployment("disk", str(tmp_path / "state"))
+    return Deployment("redis", redis_factory().url)
 
 
 def test_a_busy_key_sends_most_requests_without_a_round_trip(
@@ -64,12 +105,9 @@ def test_a_busy_key_sends_most_requests_without_a_round_trip(
     assert _room(server.url, c) == (6400 - 100, 0)  # close gave the unclaimed ones back
 
 
-def test_leases_never_admit_more_than_the_limit(
-    redis_factory: Callable[..., RedisServer],
-) -> None:
-    server = redis_factory()
+def test_leases_never_admit_more_than_the_limit(deployment: Deployment) -> None:
     limits = QuotaLimits(rpm=640, window_s=60)
-    states = [RedisState(server.url) for _ in range(3)]
+    states = [deployment.process() for _ in range(3)]
     c = Candidate(states[0].fingerprint("fake-key-lease-limit"), S, limits)
     admitted, waited, turn = 0, [False] * 3, 0
     while not all(waited):
@@ -86,40 +124,32 @@ def test_leases_never_admit_more_than_the_limit(
     assert admitted == 640  # a process waits only once its leased slots are used
     for state in states:
         state.close()
-    assert _room(server.url, c) == (640 - admitted, admitted)  # unclaimed slots given back
+    assert deployment.room(c) == (0, 640)
 
 
-def test_a_cooldown_set_elsewhere_holds_here_within_one_second(
-    redis_factory: Callable[..., RedisServer],
-) -> None:
-    server = redis_factory()
-    busy, other = RedisState(server.url), RedisState(server.url)
+def test_a_cooldown_set_elsewhere_holds_here_within_one_second(deployment: Deployment) -> None:
+    busy, other = deployment.process(), deployment.process()
     try:
-        clock = _lease_clock(busy)
         c = Candidate(busy.fingerprint("fake-key-lease-cool"), S, BIG)
         for _ in range(5):  # busy enough to lease: the 5th leases 5 more
             assert isinstance(busy.admit([c], 0), Admit)
         other.settle(Settle(c.fingerprint, S, cool_scope_s=60, cool_reason="429 elsewhere"))
-        clock.advance(LEASE_S * 0.9)
+        deployment.clock.advance(LEASE_S * 0.9)
         assert isinstance(busy.admit([c], 0), Admit)  # a lease still in its second
-        clock.advance(LEASE_S * 0.1)
+        deployment.clock.advance(LEASE_S * 0.1)
         cooled = busy.admit([c], 0)
         assert isinstance(cooled, WaitUntil)
         assert cooled.reason == "429 elsewhere"
         busy.close()
-        assert _room(server.url, c)[0] == 6400 - 6
+        assert deployment.room(c)[0] == 6400 - 6
     finally:
         busy.close()
         other.close()
 
 
-def test_this_process_429_ends_its_leases_at_once(
-    redis_factory: Callable[..., RedisServer],
-) -> None:
-    server = redis_factory()
-    state = RedisState(server.url)
+def test_this_process_429_ends_its_leases_at_once(deployment: Deployment) -> None:
+    state = deployment.process()
     try:
-        _lease_clock(state)
         c = Candidate(state.fingerprint("fake-key-lease-own"), S, BIG)
         other = Candidate(c.fingerprint, OTHER, BIG)
         for _ in range(5):  # the 5th of each leases 5 more
@@ -135,62 +165,52 @@ def test_this_process_429_ends_its_leases_at_once(
 
 
 def test_a_lease_not_claimed_goes_back_when_it_ends_with_no_further_call(
-    redis_factory: Callable[..., RedisServer],
+    deployment: Deployment,
 ) -> None:
-    server = redis_factory()
-    state = RedisState(server.url)
+    state = deployment.process()
     try:
-        clock = _lease_clock(state)
         c = Candidate(state.fingerprint("fake-key-lease-idle"), S, BIG)
         for _ in range(5):  # the 5th leases 5 more
             assert isinstance(state.admit([c], 0), Admit)
-        assert _room(server.url, c) == (6400 - 10, 10)  # leased: in flight for the others
-        clock.advance(LEASE_S)
+        assert deployment.room(c) == (6400 - 10, 10)  # leased: in flight for the others
+        assert state.snapshot([c]).scopes[S].room["rpm"] == 6400 - 5  # not for itself
+        deployment.clock.advance(LEASE_S)
         deadline = time.monotonic() + 5  # the give-back thread wakes at least every 0.25 s
-        while _room(server.url, c) != (6400 - 5, 5) and time.monotonic() < deadline:
+        while deployment.room(c) != (6400 - 5, 5) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert _room(server.url, c) == (6400 - 5, 5)
+        assert deployment.room(c) == (6400 - 5, 5)
     finally:
         state.close()
 
 
-def _run_child(url: str, body: str) -> None:
-    code = textwrap.dedent(
-        f"""
-        from langchain_gemini_pool import QuotaLimits, RedisState
-        from langchain_gemini_pool._state_types import Candidate, Scope, Settle
-        state = RedisState({url!r})
-        c = Candidate(state.fingerprint("fake-key-lease-exit"), Scope("proj-lease", "m"),
-                      QuotaLimits(rpm=6400, window_s=60))
-        """
-    )
-    subprocess.run([sys.executable, "-c", code + textwrap.dedent(body)], check=True, timeout=60)  # noqa: S603
-
-
-def test_a_process_that_exits_without_close_leaves_nothing_taken(
-    redis_factory: Callable[..., RedisServer],
-) -> None:
+def test_a_process_that_exits_without_close_leaves_nothing_taken(deployment: Deployment) -> None:
     """Settles written behind and unclaimed leased slots are written at exit."""
-    server = redis_factory()
-    _run_child(
-        server.url,
-        """
-        for _ in range(30):
-            d = state.admit([c], 0)
-            state.settle(Settle(c.fingerprint, c.scope, d.reservation, prompt_tokens=1))
-        """,
+    make = (
+        f"DiskState({deployment.where!r})"
+        if deployment.kind == "disk"
+        else f"RedisState({deployment.where!r})"
     )
-    probe = RedisState(server.url)
+    code = f"""
+from langchain_gemini_pool import DiskState, QuotaLimits, RedisState
+from langchain_gemini_pool._state_types import Candidate, Scope, Settle
+state = {make}
+c = Candidate(state.fingerprint("fake-key-lease-exit"), Scope("proj-lease", "m"),
+              QuotaLimits(rpm=6400, window_s=60))
+for _ in range(30):
+    d = state.admit([c], 0)
+    state.settle(Settle(c.fingerprint, c.scope, d.reservation, prompt_tokens=1))
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)  # noqa: S603
+    probe = deployment.process()
     c = Candidate(probe.fingerprint("fake-key-lease-exit"), Scope("proj-lease", "m"), BIG)
     probe.close()
-    assert _room(server.url, c) == (6400 - 30, 0)
+    assert deployment.room(c) == (6400 - 30, 0)
 
 
 def test_a_settle_written_behind_is_seen_by_this_process_next_admit(
-    redis_factory: Callable[..., RedisServer],
+    deployment: Deployment,
 ) -> None:
-    server = redis_factory()
-    state = RedisState(server.url)
+    state = deployment.process()
     try:
         c = Candidate(state.fingerprint("fake-key-behind"), S, QuotaLimits(rpm=1, window_s=60))
         for _ in range(50):  # each slot given back is free again at once, every time
