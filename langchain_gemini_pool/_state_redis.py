@@ -150,13 +150,12 @@ class RedisState:
             self._aclients = weakref.WeakKeyDictionary()
         return self._client, self._scripts
 
-    def _script(self, name: str, argv: list[Any], *, wait: bool = True) -> Any:
-        """Run a script over this thread's own connection (``_state_redis_wire``); with
-        ``wait=False`` its reply is read at this thread's next command."""
+    def _script(self, name: str, argv: list[Any]) -> Any:
+        """Run a script over this thread's own connection (``_state_redis_wire``)."""
         scripts = self._sync()[1]
         if self._hot is None:  # a client the wire does not speak for
             return scripts[name](keys=self._keys, args=argv)  # keys: a Cluster's routing
-        return self._hot.call(name, argv) if wait else self._hot.send(name, argv)
+        return self._hot.call(name, argv)
 
     def _async(self) -> dict[str, Any]:
         import asyncio

@@ -3,25 +3,15 @@
 redis-py spends about 70 µs of Python per command reading a reply (its parser, pool checkout,
 health checks), four times a loopback round trip. Here each thread keeps one connection of
 its own (opened by redis-py, so URLs, TLS, passwords and ``db`` work as everywhere else;
-RESP2), packs ``EVALSHA`` itself and reads the small replies of the scripts itself.
-
-A plain settle (``send``: a success or a slot given back, nothing another process must see at
-once) is written without waiting: its reply is read before this thread's next command on the
-same connection, and Redis runs one connection's commands in order, so this thread's next
-admit always sees it applied. Settles that carry a verdict use ``call`` and wait.
-
-A send is ``EVAL`` with the script's text, not ``EVALSHA``: a Redis that does not know the
-script yet (new, restarted, ``SCRIPT FLUSH``) would answer ``NOSCRIPT`` without running it,
-and that answer would only be read at this thread's next command, maybe much later. Until
-then a slot given back would stay taken for every other process, which may all be waiting
-for it (with this thread waiting for them): a hang. ``EVAL`` always runs (Redis hashes the
-5 KB text, ~7 µs, while this thread is already on its way).
+RESP2), packs ``EVALSHA`` itself and reads the small replies of the scripts itself. Every
+command waits for its reply (a plain settle is not waited for by the caller: a thread of
+the process writes it, see ``_state_behind``).
 
 What keeps a connection from ever serving a reply to the wrong command (a stray reply is how
 a reader waits for an answer that already went elsewhere):
 
 - Any failure or interruption between writing a command and reading all of its reply
-  (timeout, reset, ``KeyboardInterrupt``, a bug) drops the connection with what it owed.
+  (timeout, reset, ``KeyboardInterrupt``, a bug) drops the connection.
 - A wire call made *while this thread is inside one* (a generator closed by the garbage
   collector during a read, whose ``finally`` settles) does not touch the busy connection: it
   goes through redis-py's own pool and waits for its reply.
@@ -31,9 +21,7 @@ a reader waits for an answer that already went elsewhere):
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import logging
 import os
 import select
 import socket
@@ -41,15 +29,13 @@ import threading
 import weakref
 from typing import Any
 
-logger = logging.getLogger("langchain_gemini_pool")
-
 
 class _Error(bytes):
     """An error reply (``-ERR ...``), kept apart from data."""
 
 
 class _Conn:
-    """One connection and what it still owes: replies to read, and the reader's buffer."""
+    """One connection and the reader's buffer."""
 
     def __init__(self, client: Any) -> None:
         pool = client.connection_pool
@@ -68,16 +54,14 @@ class _Conn:
         self.pid = os.getpid()
         self.buf = b""
         self.pos = 0
-        self.owed: list[str] = []  # scripts sent whose reply is not read yet
 
     def stale(self) -> bool:
-        """Readable with no reply owed: closed by Redis (a restart, its client timeout)."""
+        """Readable between commands: closed by Redis (a restart, its client timeout)."""
         if self.poll is not None:
             return bool(self.poll.poll(0))
         return bool(select.select([self.sock], [], [], 0)[0])
 
     def close(self) -> None:
-        self.owed.clear()
         if self.pid == os.getpid():
             self.rconn.disconnect()
 
@@ -137,7 +121,6 @@ class Wire:
         self._sources = scripts
         self._shas = {n: hashlib.sha1(s.encode()).hexdigest() for n, s in scripts.items()}  # noqa: S324 (Redis names scripts by SHA-1)
         self._scripts = {n: client.register_script(s) for n, s in scripts.items()}
-        self._texts = {n: s.encode() for n, s in scripts.items()}
         self._local = threading.local()
         self._all: weakref.WeakSet[_Conn] = weakref.WeakSet()
         self._lock = threading.RLock()  # a finalizer may settle while this thread holds it
@@ -150,7 +133,7 @@ class Wire:
         return cls(client, scripts) if type(client) is redis.Redis else None
 
     def call(self, name: str, argv: list[Any]) -> Any:
-        """Run script ``name`` and return its reply (after this thread's earlier sends)."""
+        """Run script ``name`` and return its reply."""
         loc = self._local
         if getattr(loc, "busy", False):
             return self._aside(name, argv)
@@ -168,43 +151,8 @@ class Wire:
         finally:
             loc.busy = False
 
-    def send(self, name: str, argv: list[Any]) -> None:
-        """Run script ``name``; its reply is read before this thread's next command."""
-        loc = self._local
-        if getattr(loc, "busy", False):
-            self._aside(name, argv)
-            return
-        loc.busy = True
-        try:
-            conn = self._ready()
-            conn.sock.sendall(pack(b"EVAL", self._texts[name], 0, *argv))
-            conn.owed.append(name)
-        except BaseException as exc:
-            self._drop()
-            raise _as_redis_error(exc) from None
-        finally:
-            loc.busy = False
-
-    def flush(self) -> None:
-        """Read this thread's owed replies: its sends are applied when this returns."""
-        loc = self._local
-        conn: _Conn | None = getattr(loc, "conn", None)
-        if conn is None or not conn.owed or getattr(loc, "busy", False):
-            return
-        loc.busy = True
-        try:
-            self._drain(conn)
-        except BaseException as exc:
-            self._drop()
-            raise _as_redis_error(exc) from None
-        finally:
-            loc.busy = False
-
     def close(self) -> None:
-        """Disconnect every thread's connection (each reconnects at its next command),
-        this thread's owed replies read first (so its sends are applied)."""
-        with contextlib.suppress(Exception):
-            self.flush()
+        """Disconnect every thread's connection (each reconnects at its next command)."""
         with self._lock:
             conns = list(self._all)
             self._all = weakref.WeakSet()
@@ -215,10 +163,8 @@ class Wire:
     # --- inside ---------------------------------------------------------------------------
 
     def _ready(self) -> _Conn:
-        """This thread's connection, its owed replies read, fresh if Redis closed it."""
+        """This thread's connection, fresh if Redis closed it."""
         conn = self._conn()
-        if conn.owed:
-            self._drain(conn)
         if conn.stale():  # as redis-py's pool does at checkout: a reconnect, not an outage
             self._drop()
             conn = self._conn()
@@ -236,18 +182,11 @@ class Wire:
         return conn
 
     def _drop(self) -> None:
-        """Forget this thread's connection, and what it owed (its sends may be lost)."""
+        """Forget this thread's connection."""
         conn: _Conn | None = getattr(self._local, "conn", None)
         self._local.conn = None
         if conn is not None:
             conn.close()
-
-    def _drain(self, conn: _Conn) -> None:
-        while conn.owed:
-            got = conn.reply()
-            name = conn.owed.pop(0)
-            if isinstance(got, _Error):  # a script error is a bug, not an outage: say so
-                logger.error("Shared state: a %s failed in Redis: %s", name, got.decode())
 
     def _on_error(self, conn: _Conn, got: _Error, name: str, argv: list[Any]) -> Any:
         if got.startswith(b"NOSCRIPT"):

@@ -1,6 +1,6 @@
-"""RedisState's sync hot path (``_state_redis_wire``): a settle not waited for, and the
-ways a reply could reach the wrong command. Each test runs its work in a thread with a
-deadline, so a regression fails the test instead of hanging the suite."""
+"""RedisState's sync hot path (``_state_redis_wire``): the ways a reply could reach the
+wrong command. Each test runs its work in a thread with a deadline, so a regression fails
+the test instead of hanging the suite."""
 
 from __future__ import annotations
 
@@ -171,7 +171,7 @@ def test_a_restarted_redis_is_a_reconnect_not_an_outage(
         def scenario() -> Any:
             done = admitted(state.admit([a], 10))
             state.settle(Settle(a.fingerprint, S, done.reservation, prompt_tokens=5))
-            state.snapshot([a])  # the settle's reply read: nothing owed when Redis goes
+            state.snapshot([a])  # the settle written behind is applied when Redis goes
             server.stop()
             server.start()  # same port, empty (no persistence), knows no script
             admitted(state.admit([a], 10))
