@@ -17,8 +17,11 @@ What a lease costs, and its bounds:
 
 - Staleness. A lease is claimed only within ``LEASE_S`` (1 s) of sending the admit that took
   it, so a cooldown or quarantine set by another process is honoured within 1 s, and a
-  lease never outlives what the backend said. This process's own 429, fault or bad key
-  gives its leases of that (project, model) or key back at once.
+  lease never outlives what the backend said. Sooner, where the backend keeps a change
+  counter (Redis's ``T:gen``): every admit and settle reply carries it, and when it moved
+  every lease taken before ends (``news``): in a busy process, a call or so after the
+  change. This process's own 429, fault or bad key gives its leases of that
+  (project, model) or key back at once.
 - Slots held unused. Leasing starts at ``LEASE_FROM`` admits in a second on one key, a
   lease asks for what the last second used (at most ``LEASE_MAX``), and the backend grants
   at most ``1/LEASE_SHARE`` of what each window has left (none near a limit, none for
@@ -108,6 +111,7 @@ class Leases:
         self._recent: dict[Pair, collections.deque[float]] = {}
         self._thread: threading.Thread | None = None
         self._at_exit = False
+        self._gen = 0  # the backend's change counter, as last seen (see ``news``)
 
     def _guard(self) -> None:
         if os.getpid() != self._pid:  # forked: the parent's slots are the parent's to use
@@ -156,14 +160,19 @@ class Leases:
         while recent and recent[0] <= now - LEASE_S:
             recent.popleft()
 
-    def add(self, extras: Iterable[Reservation], sent_at: float) -> None:
-        """Slots an admit sent at ``sent_at`` (this clock) took ahead."""
+    def add(self, extras: Iterable[Reservation], sent_at: float, gen: int | None = None) -> None:
+        """Slots an admit sent at ``sent_at`` (this clock) took ahead; ``gen``: the backend's
+        change counter as that admit saw it (see ``news``)."""
         extras = list(extras)
+        if gen is not None:
+            self.news(gen)
         if not extras:
             return
         self._guard()
         until = sent_at + LEASE_S
         with self._lock:
+            if gen is not None and gen < self._gen:  # a change came in meanwhile
+                until = self.clock()
             for res in extras:
                 pair = (res.fingerprint, res.scope)
                 self._slots.setdefault(pair, collections.deque()).append((until, res))
@@ -172,6 +181,25 @@ class Leases:
             self._wake.notify()
 
     # --- ending leases ----------------------------------------------------------------------
+
+    def news(self, gen: int) -> None:
+        """The backend's change counter (it grows whenever any process sets or lifts a
+        quarantine or cooldown) as a reply just showed it: when it moved, every lease taken
+        before ends now, so a verdict from elsewhere holds here from this process's next
+        reply on (a settle's, usually a call after), not only once the lease's second is up."""
+        self._guard()
+        with self._lock:
+            if gen <= self._gen:
+                return
+            first = self._gen == 0 and not self._slots
+            self._gen = gen
+            if first:
+                return
+            now = self.clock()
+            for slots in self._slots.values():
+                for i, (_, res) in enumerate(slots):
+                    slots[i] = (now, res)
+            self._wake.notify()
 
     def drop(self, fingerprint: str | None = None, scope: Scope | None = None) -> None:
         """End the leases of a key (any scope) or of a scope (any key) now: this process

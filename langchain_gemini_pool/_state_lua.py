@@ -148,7 +148,8 @@ end
 #       per candidate: fp, sb, rpm, tpm, rpd, w. An admit answers with the ids of the extra
 #       slots it took (``_state_lease``). The last item of every reply: {} when T:gen is the
 #       known one, else {gen, then per candidate: q, cu, cr, su, sr} (what the caller's
-#       fallback starts from)
+#       fallback starts from). An admit also answers with T:gen, as a settle does: a process's
+#       leases end when it sees T:gen move (``_state_lease``)
 ADMIT = (
     COMMON
     + r"""
@@ -265,7 +266,8 @@ if c.lim ~= nil then
 end
 table.remove(rids, 1)
 return {'a', tostring(c.idx), fmt(c.at), fmt(now), tostring(at_day),
-        c.lim ~= nil and '1' or '0', warn, rid, rids, seen()}
+        c.lim ~= nil and '1' or '0', warn, rid, rids,
+        redis.call('GET', prefix .. ':gen') or '', seen()}
 """
 )
 
@@ -334,7 +336,7 @@ for i = 15, #ARGV, 2 do
   if cur == nil or v < cur then redis.call('HSET', sb .. ':l', ARGV[i], v) end
   pexpire_max(sb .. ':l', tonumber(ARGV[13]) * 1000)
 end
-return 1
+return redis.call('GET', ARGV[14]) or ''  -- T:gen: leases admitted before a change end
 """
 )
 

@@ -38,6 +38,7 @@ from langchain_gemini_pool._state_redis_codec import (
     decode_extras,
     decode_snapshot,
     gen_key,
+    gen_of,
     key_base,
     safe_url,
     salt_key,
@@ -276,7 +277,7 @@ class RedisState:
             argv = self._admit_argv(candidates, tokens, book_until_s, known, lease)
             raw = self._script("admit", argv)
             decision = decode_admit(raw, candidates, tokens)
-            self._leases.add(decode_extras(raw, decision), sent)
+            self._leases.add(decode_extras(raw, decision), sent, gen_of(raw, decision))
             self._seen.admitted(seen, candidates, raw, decision)
             return decision
 
@@ -297,7 +298,7 @@ class RedisState:
             argv = self._admit_argv(candidates, tokens, book_until_s, known, lease)
             raw = await self._async()["admit"](keys=self._keys, args=argv)
             decision = decode_admit(raw, candidates, tokens)
-            self._leases.add(decode_extras(raw, decision), sent)
+            self._leases.add(decode_extras(raw, decision), sent, gen_of(raw, decision))
             self._seen.admitted(seen, candidates, raw, decision)
             return decision
 
@@ -324,7 +325,8 @@ class RedisState:
                 self._outage.fallback().settle(outcome)
             return
         argv = settle_args(outcome, scope_base(self.prefix, outcome.scope), self.prefix)
-        self._run(lambda: self._script("settle", argv), lambda: self._outage.settle(outcome))
+        gen = self._run(lambda: self._script("settle", argv), lambda: self._outage.settle(outcome))
+        self._leases.news(gen_of(gen))
 
     async def asettle(self, outcome: Settle) -> None:
         self._verdict(outcome)
@@ -335,10 +337,11 @@ class RedisState:
             return
         argv = settle_args(outcome, scope_base(self.prefix, outcome.scope), self.prefix)
 
-        async def call() -> None:
-            await self._async()["settle"](keys=self._keys, args=argv)
+        async def call() -> Any:
+            return await self._async()["settle"](keys=self._keys, args=argv)
 
-        await self._arun(call, lambda: self._outage.settle(outcome))
+        gen = await self._arun(call, lambda: self._outage.settle(outcome))
+        self._leases.news(gen_of(gen))
 
     def snapshot(self, candidates: Sequence[Candidate]) -> Snapshot:
         argv: list[Any] = [tag(self.prefix), pacific_offset(time.time()), INFLIGHT_TTL_S]

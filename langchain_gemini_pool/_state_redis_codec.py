@@ -157,6 +157,16 @@ def decode_extras(raw: list[Any], decision: Decision) -> list[Reservation]:
     ]
 
 
+def gen_of(raw: Any, decision: Decision | None = None) -> int:
+    """``T:gen`` as an admit (its item 9) or a settle (its reply) saw it; 0 before any."""
+    if decision is not None:
+        if not isinstance(decision, Admit) or len(raw) < 11:
+            return 0
+        raw = raw[9]
+    text = _s(raw) if isinstance(raw, bytes | str) else ""
+    return int(text) if text.isdigit() else 0
+
+
 def settle_args(o: Settle, base: str, prefix: str) -> list[Any]:
     res = o.reservation
     argv: list[Any] = [

@@ -16,9 +16,11 @@ from typing import Any
 import pytest
 
 from langchain_gemini_pool import DiskState, ManualClock, QuotaLimits, RedisState
+from langchain_gemini_pool._state_behind import drain
 from langchain_gemini_pool._state_lease import LEASE_S
 from langchain_gemini_pool._state_types import (
     Admit,
+    AllQuarantined,
     Candidate,
     Scope,
     Settle,
@@ -219,3 +221,24 @@ def test_a_settle_written_behind_is_seen_by_this_process_next_admit(
             state.settle(Settle(c.fingerprint, S, decision.reservation, cancel=True))
     finally:
         state.close()
+
+
+def test_on_redis_a_verdict_elsewhere_ends_leases_at_this_process_next_reply(
+    redis_factory: Callable[..., RedisServer],
+) -> None:
+    """Redis's change counter comes back with every settle: a quarantine set by another
+    process ends this one's leases from then on, well within their second."""
+    deployment = Deployment("redis", redis_factory().url)
+    busy, other = deployment.process(), deployment.process()
+    try:
+        c = Candidate(busy.fingerprint("fake-key-lease-gen"), S, BIG)
+        firsts = [busy.admit([c], 0) for _ in range(5)]  # the 5th leases 5 more
+        other.settle(Settle(c.fingerprint, S, quarantine="400 API_KEY_INVALID"))
+        first = firsts[0]
+        assert isinstance(first, Admit)
+        busy.settle(Settle(c.fingerprint, S, first.reservation, prompt_tokens=1))
+        drain()  # that settle written (the lease clock has not moved)
+        assert isinstance(busy.admit([c], 0), AllQuarantined)
+    finally:
+        busy.close()
+        other.close()
