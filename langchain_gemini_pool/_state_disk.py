@@ -348,7 +348,11 @@ class DiskState:
     # --- reporting --------------------------------------------------------------------------
 
     def snapshot(self, candidates: Sequence[Candidate]) -> Snapshot:
-        behind.drain()
+        with self._leases.steady():
+            behind.drain()
+            return self._leases.unclaimed(self._read(candidates))
+
+    def _read(self, candidates: Sequence[Candidate]) -> Snapshot:
         with self._tx() as conn:
             now = self._clock.now()
             day = day_number(now, pacific_offset(now))
@@ -373,8 +377,7 @@ class DiskState:
                 scopes[cand.scope] = ScopeStatus(
                     cand.scope, view.cool_until, view.cool_reason, room, limits
                 )
-            snap = Snapshot(now, keys, scopes, self.shared, self.name)
-        return self._leases.unclaimed(snap)
+            return Snapshot(now, keys, scopes, self.shared, self.name)
 
     def reset(self, fingerprint: str, scope: Scope) -> None:
         behind.drain()

@@ -36,12 +36,13 @@ from __future__ import annotations
 
 import atexit
 import collections
+import contextlib
 import logging
 import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from langchain_gemini_pool._quota import QuotaLimits
 from langchain_gemini_pool._state_types import (
@@ -107,6 +108,7 @@ class Leases:
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
+        self._returning = threading.RLock()  # see ``steady``
         self._slots: dict[Pair, collections.deque[tuple[float, Reservation]]] = {}
         self._recent: dict[Pair, collections.deque[float]] = {}
         self._thread: threading.Thread | None = None
@@ -230,11 +232,20 @@ class Leases:
     def close(self) -> None:
         """Give every unclaimed slot back now (at ``close`` and at exit)."""
         self._guard()
-        with self._lock:
+        with self._returning, self._lock:
             gone = [res for slots in self._slots.values() for _, res in slots]
             self._slots.clear()
             self._wake.notify()
-        self._return(gone)
+        with self._returning:
+            self._return(gone)
+
+    @contextlib.contextmanager
+    def steady(self) -> Iterator[None]:
+        """While a ``snapshot`` is read and corrected with ``unclaimed``: no slot is between
+        this process's table and its give-back (each is in one or the other, not neither)."""
+        self._guard()
+        with self._returning:
+            yield
 
     def _expired(self, now: float) -> tuple[list[Reservation], float | None]:
         """Under the lock: take the slots whose lease ended; and when the next one ends."""
@@ -256,9 +267,10 @@ class Leases:
         """Give back the slots whose lease has ended (the thread does this as they end);
         returns when the next one ends (this clock), None when none is held."""
         self._guard()
-        with self._lock:
-            gone, soonest = self._expired(self.clock())
-        self._return(gone)
+        with self._returning:
+            with self._lock:
+                gone, soonest = self._expired(self.clock())
+            self._return(gone)  # handed to the backend's settle (written behind) under it
         return soonest
 
     def _start(self) -> None:

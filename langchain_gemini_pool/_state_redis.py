@@ -349,11 +349,12 @@ class RedisState:
             argv += cand_args(c, scope_base(self.prefix, c.scope))
 
         def call() -> Snapshot:
-            behind.drain()
-            raw = self._script("snapshot", argv)
-            snap = decode_snapshot(raw, candidates)
-            self._seen.snapshot(snap, candidates)
-            return self._leases.unclaimed(snap)
+            with self._leases.steady():
+                behind.drain()
+                raw = self._script("snapshot", argv)
+                snap = decode_snapshot(raw, candidates)
+                self._seen.snapshot(snap, candidates)
+                return self._leases.unclaimed(snap)
 
         return self._run(call, lambda: self._outage.snapshot(candidates))
 
