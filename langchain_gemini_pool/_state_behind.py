@@ -26,8 +26,10 @@ import collections
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 
+from langchain_gemini_pool._log_throttle import throttled_level
 from langchain_gemini_pool._state_types import Settle
 
 logger = logging.getLogger("langchain_gemini_pool")
@@ -46,6 +48,7 @@ class _Writer:
         self.done = threading.Condition(self.lock)
         self.queue: collections.deque[tuple[Callable[[Settle], None], Settle]] = collections.deque()
         self.busy = False  # the thread is writing one it took off the queue
+        self.warned: dict[str, float] = {}
         self.thread: threading.Thread | None = None
 
     def loop(self) -> None:
@@ -60,9 +63,13 @@ class _Writer:
                 write, outcome = self.queue.popleft()
             try:
                 write(outcome)
-            except Exception:  # the backend's outage policy has had its say
-                logger.warning(
-                    "Could not record a request's end in the shared state.", exc_info=True
+            except Exception as exc:  # the backend's outage policy has had its say
+                level = throttled_level(self.warned, "write", time.monotonic())
+                logger.log(
+                    level,
+                    "Could not record a request's end in the shared state (%s); its slot "
+                    "counts until the backend takes it back.",
+                    type(exc).__name__,
                 )
             finally:
                 with self.lock:

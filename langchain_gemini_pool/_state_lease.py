@@ -284,11 +284,18 @@ class Leases:
             atexit.register(_close_at_exit, ref)
 
     def _return(self, gone: list[Reservation]) -> None:
+        failed: Exception | None = None
         for res in gone:
             try:
                 self._give_back(Settle(res.fingerprint, res.scope, res, cancel=True))
-            except Exception:  # the backend's outage policy had its say; keep going
-                logger.warning("Could not give a leased slot back.", exc_info=True)
+            except Exception as exc:  # the backend's outage policy had its say; keep going
+                failed = exc
+        if failed is not None:
+            logger.warning(
+                "Could not give leased slots back (%s); they count until the backend takes "
+                "them back.",
+                type(failed).__name__,
+            )
 
     # --- reporting --------------------------------------------------------------------------
 
