@@ -149,7 +149,8 @@ async def test_a_lost_redis_fails_no_caller_request(
             replies = await pool.abatch([f"during, async {i}" for i in range(4)])
             assert all(r.content for r in replies)
             assert [c async for c in pool.astream("during, stream")]
-        said = [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()]
+        said = [m.getMessage() for m in caplog.records if "unreachable" in m.getMessage()]
+        said = [m for m in said if redis.url in m]  # not an earlier test's gone Redis
         assert len(said) == 1  # said once, loudly
         assert {row["state"] for row in pool.pool_status()} == {"ready"}
     finally:
