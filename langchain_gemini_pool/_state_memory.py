@@ -132,6 +132,9 @@ class InMemoryState:
 
     shared = False
     name = "memory"
+    inline = True
+    """``admit`` and ``settle`` do no I/O and never wait but for the lock: a scheduler may
+    call them in its steps, sync and async alike, instead of yielding them as I/O ops."""
 
     def __init__(self, clock: Clock | None = None) -> None:
         self._clock: Clock = clock or SystemClock()
@@ -280,16 +283,42 @@ class InMemoryState:
     async def asettle(self, outcome: Settle) -> None:
         self.settle(outcome)
 
-    def _settle(self, o: Settle, now: float) -> None:
-        key = self._keys.get(o.fingerprint)
+    def landed(
+        self,
+        fingerprint: str,
+        scope: Scope,
+        reservation: Reservation | None,
+        prompt_tokens: int | None,
+    ) -> None:
+        """``settle(Settle(fingerprint, scope, reservation, prompt_tokens=...))`` without
+        building the ``Settle``: a success, the common end (``SharedScheduler`` calls it
+        inline, see ``inline``)."""
+        with self._guard():
+            self._end(fingerprint, scope, reservation, False, prompt_tokens, self._clock.now())
+
+    def _end(
+        self,
+        fingerprint: str,
+        scope_id: Scope,
+        res: Reservation | None,
+        cancel: bool,
+        prompt_tokens: int | None,
+        now: float,
+    ) -> _Key:
+        """The reservation part of a settle: the flight ends, its entry is corrected."""
+        key = self._keys.get(fingerprint)
         if key is None:
-            key = self._keys[o.fingerprint] = _Key()
-        scope = self._scopes.get(o.scope)
-        res = o.reservation
+            key = self._keys[fingerprint] = _Key()
         if res is not None:
             key.flights.pop(res.id, None)
-            if res.counted and scope is not None:
-                self._correct(scope, res, o, now)
+            if res.counted:
+                scope = self._scopes.get(scope_id)
+                if scope is not None:
+                    self._correct(scope, res, cancel, prompt_tokens, now)
+        return key
+
+    def _settle(self, o: Settle, now: float) -> None:
+        key = self._end(o.fingerprint, o.scope, o.reservation, o.cancel, o.prompt_tokens, now)
         if o.cool_scope_s is not None:
             scope = self._scopes.setdefault(o.scope, _Scope())
             until = now + o.cool_scope_s
@@ -312,11 +341,13 @@ class InMemoryState:
             scope.limited = None
 
     @staticmethod
-    def _correct(scope: _Scope, res: Reservation, o: Settle, now: float) -> None:
+    def _correct(
+        scope: _Scope, res: Reservation, cancel: bool, prompt_tokens: int | None, now: float
+    ) -> None:
         entry = scope.by_id.get(res.id)
         if entry is None:  # expired, or already given back
             return
-        if o.cancel:
+        if cancel:
             (scope.flying if entry[3] else scope.events).remove(entry)
             del scope.by_id[res.id]
             scope.token_sum -= entry[1]
@@ -325,8 +356,8 @@ class InMemoryState:
             return
         if entry[3]:
             scope.land(entry, now)
-        if o.prompt_tokens is not None:
-            tokens = max(0, int(o.prompt_tokens))
+        if prompt_tokens is not None:
+            tokens = max(0, int(prompt_tokens))
             scope.token_sum += tokens - entry[1]
             entry[1] = tokens
 

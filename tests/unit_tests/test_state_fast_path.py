@@ -1,5 +1,6 @@
-"""``InMemoryState``'s fast path (the first candidate may send now) answers exactly what the
-general ``decide`` answers: compared on random states, and ``fits_now`` against ``ready_at``."""
+"""``InMemoryState``'s fast paths answer exactly what the general ones answer: an admit whose
+first candidate may send now what ``decide`` answers, ``landed`` what ``settle`` does with a
+success's ``Settle`` (compared on random states), and ``fits_now`` what ``ready_at`` says."""
 
 from __future__ import annotations
 
@@ -69,9 +70,13 @@ def test_the_fast_path_decides_as_decide_on_random_states() -> None:
                         {"learned": {rng.choice(["rpm", "tpm", "rpd"]): rng.randint(0, 6)}},
                     ]
                 )
-                for state, res in ((fast, a), (slow, b)):
-                    r = res.reservation
-                    state.settle(Settle(r.fingerprint, r.scope, r, **extra))  # type: ignore[arg-type]
+                r = a.reservation
+                if set(extra) <= {"prompt_tokens"}:  # a success: the fast state lands it
+                    fast.landed(r.fingerprint, r.scope, r, extra.get("prompt_tokens"))  # type: ignore[arg-type]
+                else:
+                    fast.settle(Settle(r.fingerprint, r.scope, r, **extra))  # type: ignore[arg-type]
+                r = b.reservation
+                slow.settle(Settle(r.fingerprint, r.scope, r, **extra))  # type: ignore[arg-type]
             else:
                 clock.advance(rng.choice([0.1, 0.5, 1.0, 3.0, 70.0, 20000.0]))
         assert fast.snapshot(cands) == slow.snapshot(cands)
