@@ -82,6 +82,11 @@ class _Scope:
 
     def prune(self, horizon: float, now: float) -> None:
         """Drop settled entries stamped at or before ``horizon``, and flights never settled."""
+        events, flying = self.events, self.flying
+        if (not events or events[0][0] > horizon) and (
+            not flying or flying[0][0] > now - INFLIGHT_TTL_S
+        ):
+            return  # nothing to drop (the common case)
         for entries, cut_at in ((self.events, horizon), (self.flying, now - INFLIGHT_TTL_S)):
             cut = 0
             while cut < len(entries) and entries[cut][0] <= cut_at:
