@@ -11,6 +11,7 @@ order (priority levels, the round-robin cursor) and its own request counters.
 decides with no I/O and yields its one backend call as an ``Io`` op carrying the backend's
 awaitable twin (``aadmit``, ``asettle``: ``redis.asyncio`` for Redis), so an async request
 awaits the backend on its own loop; the plain methods run those steps with blocking I/O.
+``InMemoryState`` does no I/O: its calls are made inline and the steps yield nothing.
 
 Times: the backend answers in its own clock (Redis reads the server's ``TIME``); only
 durations cross over, so the pool's clock and the backend's need not agree.
