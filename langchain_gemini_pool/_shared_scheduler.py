@@ -11,6 +11,7 @@ order (priority levels, the round-robin cursor) and its own request counters.
 decides with no I/O and yields its one backend call as an ``Io`` op carrying the backend's
 awaitable twin (``aadmit``, ``asettle``: ``redis.asyncio`` for Redis), so an async request
 awaits the backend on its own loop; the plain methods run those steps with blocking I/O.
+``InMemoryState`` does no I/O: its calls are made inline and the steps yield nothing.
 
 Times: the backend answers in its own clock (Redis reads the server's ``TIME``); only
 durations cross over, so the pool's clock and the backend's need not agree.
@@ -39,6 +40,7 @@ from langchain_gemini_pool._scheduler_types import (
     status_row,
 )
 from langchain_gemini_pool._shared_ops import admit_io, booking, failure_settle, settle_io
+from langchain_gemini_pool._state_memory import InMemoryState
 from langchain_gemini_pool._state_types import (
     Admit,
     AllQuarantined,
@@ -50,6 +52,9 @@ from langchain_gemini_pool._state_types import (
 )
 
 logger = logging.getLogger("langchain_gemini_pool")
+
+_KEPT_TURNS = 64
+"""Levels of up to this many keys keep each rotation (so n * n entries at most)."""
 
 LOCAL_COUNTERS = ("requests", "successes", "rate_limited", "errors")
 """``pool_status()`` fields counted by this process only (everything else is the backend's)."""
@@ -96,11 +101,17 @@ class SharedScheduler:
         self.blocking = bool(getattr(state, "shared", True))
         """Whether a decision does I/O (disk, network): async awaits the backend's async
         form, and a give-back it does not wait for runs in a thread."""
+        self._inline = state if isinstance(state, InMemoryState) and state.inline else None
+        """The backend's admit and settle are plain calls with no I/O (``InMemoryState``):
+        the steps make them at once, sync and async alike, and yield no op."""
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._keys: list[_Key] = []
         self._levels: dict[int, list[_Key]] | None = None  # see _by_level
         self._cursor: dict[int, int] = {}
+        self._turns: dict[tuple[int, int], tuple[list[_Key], list[Candidate]]] = {}
+        """Each level's keys rotated to start at the cursor, and their candidates (kept
+        with ``_levels``)."""
         self._size = 0
 
     def _guard(self) -> threading.Lock:
@@ -182,25 +193,36 @@ class SharedScheduler:
                 if not key.removed:
                     found.setdefault(key.priority, []).append(key)
             levels = self._levels = {p: found[p] for p in sorted(found)}
+            self._turns.clear()
         return levels
 
-    def _order(self, avoid: Collection[int]) -> list[_Key]:
-        """Keys as the strategy would try them: priority levels ascending; within a level
-        the cursor's order (or least load first), keys already tried last."""
+    def _order(self, avoid: Collection[int]) -> tuple[list[_Key], list[Candidate]]:
+        """Keys as the strategy would try them, and their candidates: priority levels
+        ascending; within a level the cursor's order (or least load first), keys already
+        tried last. The lists may be kept ones: read them, never change them."""
         order: list[_Key] = []
-        for priority, keys in self._by_level().items():
+        levels = self._by_level()
+        for priority, keys in levels.items():
             if self.strategy == "least_used":
                 keys = sorted(keys, key=lambda k: (k.requests + k.in_flight, k.index))
             else:  # the cursor moves now, so concurrent callers start at different keys
                 start = self._cursor.get(priority, 0) % len(keys)
                 self._cursor[priority] = start + 1
-                keys = keys[start:] + keys[:start]
+                turn = self._turns.get((priority, start))
+                if turn is None:
+                    rotated = keys[start:] + keys[:start]
+                    turn = (rotated, [k.candidate for k in rotated])
+                    if len(keys) <= _KEPT_TURNS:
+                        self._turns[priority, start] = turn
+                if len(levels) == 1 and not avoid:
+                    return turn
+                keys = turn[0]
             if avoid:
                 order += [k for k in keys if k.index not in avoid]
                 order += [k for k in keys if k.index in avoid]
             else:
                 order += keys
-        return order
+        return order, [k.candidate for k in order]
 
     def choose(
         self,
@@ -227,7 +249,10 @@ class SharedScheduler:
             return NoKeys({})
         book_s = booking(now, reserve, book_until)
         need = tokens if reserve else 0
-        decision = yield admit_io(self.state, self.blocking, candidates, need, book_s)
+        if self._inline is not None:
+            decision = self.state.admit(candidates, need, book_until_s=book_s)
+        else:
+            decision = yield admit_io(self.state, self.blocking, candidates, need, book_s)
         return self.concluded(order, decision, now, tokens)
 
     def candidates(
@@ -236,9 +261,9 @@ class SharedScheduler:
         """The keys in the order they would be tried (the cursor moves: see ``concluded``),
         and how the backend sees each. A ladder puts several rungs' in one ``admit``."""
         with self._guard():
-            order = self._order(avoid)
+            order, candidates = self._order(avoid)
         if reserve:
-            return order, [k.candidate for k in order]
+            return order, candidates
         return order, [self._candidate(k, reserve) for k in order]
 
     def concluded(
@@ -280,7 +305,9 @@ class SharedScheduler:
         with self._guard():
             key.requests += 1
             key.in_flight += 1
-            first = next(k for k in order if k.priority == key.priority)
+            first = order[0]
+            if first.priority != key.priority:
+                first = next(k for k in order if k.priority == key.priority)
             if self.strategy == "round_robin" and first is not key:  # it skipped keys
                 level = self._by_level().get(key.priority, [])
                 if key in level:  # (not removed meanwhile)
@@ -317,6 +344,9 @@ class SharedScheduler:
         key = self._ended(pick)
         key.successes += 1
         tokens = None if prompt_tokens is None else int(prompt_tokens)
+        if self._inline is not None:  # settle(Settle(...)), no Settle built: see ``landed``
+            self._inline.landed(key.shared_id, key.candidate.scope, pick.reservation, tokens)
+            return
         outcome = Settle(key.shared_id, self._scope(key), pick.reservation, prompt_tokens=tokens)
         yield settle_io(self.state, self.blocking, outcome)
 
@@ -327,7 +357,10 @@ class SharedScheduler:
     def on_failure_steps(self, pick: Pick, failure: Failure, now: float) -> IoSteps[None]:
         key = self._ended(pick)
         outcome = failure_settle(self, key, pick.reservation, failure, now)
-        yield settle_io(self.state, self.blocking, outcome)
+        if self._inline is not None:
+            self.state.settle(outcome)
+        else:
+            yield settle_io(self.state, self.blocking, outcome)
 
     def release(
         self, pick: Pick, *, sent: bool = False, prompt_tokens: float | None = None
@@ -346,7 +379,10 @@ class SharedScheduler:
         outcome = Settle(
             key.shared_id, self._scope(key), pick.reservation, prompt_tokens=tokens, cancel=not sent
         )
-        yield settle_io(self.state, self.blocking, outcome)
+        if self._inline is not None:
+            self.state.settle(outcome)
+        else:
+            yield settle_io(self.state, self.blocking, outcome)
 
     def reset(self, index: int) -> None:
         """Lift a key's quarantine and cooldown, and its (project, model)'s, everywhere."""

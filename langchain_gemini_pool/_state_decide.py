@@ -110,6 +110,22 @@ def ready_at(
     return at, sure
 
 
+def fits_now(
+    limits: QuotaLimits | None, count: int, token_sum: int, day_count: int, tokens: int
+) -> bool:
+    """Whether ``tokens`` fit now in windows holding ``count`` requests (settled and in
+    flight), ``token_sum`` tokens and ``day_count`` requests today: when True, ``ready_at``
+    answers ``(now, True)``. False says nothing (ask ``ready_at``)."""
+    if limits is None:
+        return True
+    rpm, tpm, rpd = limits.rpm, limits.tpm, limits.rpd
+    return (
+        (rpm is None or count < rpm)
+        and (rpd is None or day_count < rpd)
+        and (tpm is None or (tpm > 0 and token_sum + tokens <= tpm))
+    )
+
+
 def decide(
     candidates: Sequence[Candidate],
     keys: Mapping[str, KeyView],

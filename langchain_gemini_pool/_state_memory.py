@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import math
 import os
 import threading
 from collections.abc import Sequence
@@ -15,11 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_gemini_pool._clock import Clock, SystemClock
+from langchain_gemini_pool._quota import QuotaLimits
 from langchain_gemini_pool._state_decide import (
     KeyView,
     ScopeView,
     Take,
     decide,
+    fits_now,
     room_of,
     warning_of,
 )
@@ -64,9 +67,26 @@ class _Scope:
     cool_until: float = 0.0
     cool_reason: str | None = None
     learned: dict[str, int] = field(default_factory=dict)
+    limited: tuple[QuotaLimits | None, QuotaLimits | None] | None = None
+    """(configured, effective) limits last asked for: ``effective_limits`` once per scope
+    until ``learned`` changes (a settle that learns resets it)."""
+
+    def limits_for(self, configured: QuotaLimits | None) -> QuotaLimits | None:
+        """``effective_limits(configured, self.learned)``, kept until ``learned`` changes."""
+        known = self.limited
+        if known is not None and known[0] is configured:
+            return known[1]
+        limits = effective_limits(configured, self.learned)
+        self.limited = (configured, limits)
+        return limits
 
     def prune(self, horizon: float, now: float) -> None:
         """Drop settled entries stamped at or before ``horizon``, and flights never settled."""
+        events, flying = self.events, self.flying
+        if (not events or events[0][0] > horizon) and (
+            not flying or flying[0][0] > now - INFLIGHT_TTL_S
+        ):
+            return  # nothing to drop (the common case)
         for entries, cut_at in ((self.events, horizon), (self.flying, now - INFLIGHT_TTL_S)):
             cut = 0
             while cut < len(entries) and entries[cut][0] <= cut_at:
@@ -117,6 +137,9 @@ class InMemoryState:
 
     shared = False
     name = "memory"
+    inline = True
+    """``admit`` and ``settle`` do no I/O and never wait but for the lock: a scheduler may
+    call them in its steps, sync and async alike, instead of yielding them as I/O ops."""
 
     def __init__(self, clock: Clock | None = None) -> None:
         self._clock: Clock = clock or SystemClock()
@@ -126,6 +149,7 @@ class InMemoryState:
         self._keys: dict[str, _Key] = {}
         self._scopes: dict[Scope, _Scope] = {}
         self._ids = itertools.count()
+        self._hour, self._day = math.nan, 0  # see _day_of
 
     def __repr__(self) -> str:
         return "InMemoryState()"
@@ -157,8 +181,12 @@ class InMemoryState:
         self, candidates: Sequence[Candidate], tokens: float, book_until_s: float | None
     ) -> Decision:
         now = self._clock.now()
-        day = day_number(now, pacific_offset(now))
+        day = self._day_of(now)
         need = max(0, int(-(-tokens // 1)))
+        first = candidates[0]
+        free, limits = self._free(first, need, now, day)
+        if free:  # what ``decide`` answers when its first candidate may send now
+            return self._take(first, 0, now, limits, need, now, day)
         keys: dict[str, KeyView] = {}
         for cand in candidates:
             rec = self._keys.get(cand.fingerprint)
@@ -171,7 +199,7 @@ class InMemoryState:
             scope = self._scopes.get(cand.scope)
             if scope is None:
                 return _EMPTY
-            limits = effective_limits(cand.limits, scope.learned)
+            limits = scope.limits_for(cand.limits)
             if limits is not None:
                 scope.prune(now - span_of(limits), now)
             return scope.view(day)
@@ -179,35 +207,77 @@ class InMemoryState:
         decision = decide(candidates, keys, view, need, now, book_until_s)
         if not isinstance(decision, Take):
             return decision
-        return self._take(candidates[decision.index], decision, need, now)
+        cand = candidates[decision.index]
+        return self._take(cand, decision.index, decision.at, decision.limits, need, now, day)
 
-    def _take(self, cand: Candidate, take: Take, tokens: int, now: float) -> Admit:
+    def _free(
+        self, cand: Candidate, tokens: int, now: float, day: int
+    ) -> tuple[bool, QuotaLimits | None]:
+        """Whether ``cand`` may send now (its key neither quarantined nor cooling, nor its
+        scope, and ``tokens`` fit every window: ``decide`` would take it first), and its
+        limits. False says nothing: ``decide`` then looks at every candidate."""
+        rec = self._keys.get(cand.fingerprint)
+        if rec is not None and (rec.view.quarantine is not None or rec.view.cool_until > now):
+            return False, None
+        scope = self._scopes.get(cand.scope)
+        if scope is None:
+            return fits_now(cand.limits, 0, 0, 0, tokens), cand.limits
+        if scope.cool_until > now:
+            return False, None
+        limits = scope.limits_for(cand.limits)
+        if limits is None:
+            return True, None
+        scope.prune(now - span_of(limits), now)
+        count = len(scope.events) + len(scope.flying)
+        day_count = scope.days.get(day, 0)
+        return fits_now(limits, count, scope.token_sum, day_count, tokens), limits
+
+    def _day_of(self, now: float) -> int:
+        """``day_number`` at ``now`` (Pacific midnight falls on a whole UTC hour, so one
+        day holds for a whole UTC hour: kept per hour; under the lock)."""
+        hour = now // 3600
+        if hour != self._hour:
+            self._hour, self._day = hour, day_number(now, pacific_offset(now))
+        return self._day
+
+    def _take(
+        self,
+        cand: Candidate,
+        index: int,
+        at: float,
+        limits: QuotaLimits | None,
+        tokens: int,
+        now: float,
+        day: int,
+    ) -> Admit:
         rid = f"m{next(self._ids)}"
-        key = self._keys.setdefault(cand.fingerprint, _Key())
+        key = self._keys.get(cand.fingerprint)
+        if key is None:
+            key = self._keys[cand.fingerprint] = _Key()
         key.flights[rid] = now
         if len(key.flights) > 64:  # drop flights a lost caller never settled
             for old, t in list(key.flights.items()):
                 if now - t > INFLIGHT_TTL_S:
                     del key.flights[old]
-        at_day = day_number(take.at, pacific_offset(take.at))
-        counted = take.limits is not None
+        at_day = day if at == now else day_number(at, pacific_offset(at))
+        counted = limits is not None
         warning = None
         if counted:
-            scope = self._scopes.setdefault(cand.scope, _Scope())
-            scope.add(take.at, tokens, rid)
+            scope = self._scopes.get(cand.scope)
+            if scope is None:
+                scope = self._scopes[cand.scope] = _Scope()
+            scope.add(at, tokens, rid)
             if at_day not in scope.days and len(scope.days) > 2:  # forget past days
                 for past in [d for d in scope.days if d < at_day - 1]:
                     del scope.days[past]
                     scope.warned.discard(past)
             count = scope.days[at_day] = scope.days.get(at_day, 0) + 1
             if at_day not in scope.warned:
-                warning = warning_of(cand.scope, count, take.limits)
+                warning = warning_of(cand.scope, count, limits)
                 if warning is not None:
                     scope.warned.add(at_day)
-        reservation = Reservation(
-            cand.fingerprint, cand.scope, rid, take.at, tokens, at_day, counted
-        )
-        return Admit(take.index, reservation, now, warning)
+        reservation = Reservation(cand.fingerprint, cand.scope, rid, at, tokens, at_day, counted)
+        return Admit(index, reservation, now, warning)
 
     # --- settle -----------------------------------------------------------------------------
 
@@ -218,24 +288,53 @@ class InMemoryState:
     async def asettle(self, outcome: Settle) -> None:
         self.settle(outcome)
 
-    def _settle(self, o: Settle, now: float) -> None:
-        key = self._keys.setdefault(o.fingerprint, _Key())
-        scope = self._scopes.get(o.scope)
-        res = o.reservation
+    def landed(
+        self,
+        fingerprint: str,
+        scope: Scope,
+        reservation: Reservation | None,
+        prompt_tokens: int | None,
+    ) -> None:
+        """``settle(Settle(fingerprint, scope, reservation, prompt_tokens=...))`` without
+        building the ``Settle``: a success, the common end (``SharedScheduler`` calls it
+        inline, see ``inline``)."""
+        with self._guard():
+            self._end(fingerprint, scope, reservation, False, prompt_tokens, self._clock.now())
+
+    def _end(
+        self,
+        fingerprint: str,
+        scope_id: Scope,
+        res: Reservation | None,
+        cancel: bool,
+        prompt_tokens: int | None,
+        now: float,
+    ) -> _Key:
+        """The reservation part of a settle: the flight ends, its entry is corrected."""
+        key = self._keys.get(fingerprint)
+        if key is None:
+            key = self._keys[fingerprint] = _Key()
         if res is not None:
             key.flights.pop(res.id, None)
-            if res.counted and scope is not None:
-                self._correct(scope, res, o, now)
-        reason = reason_code(o.cool_reason) or "cooling down"
+            if res.counted:
+                scope = self._scopes.get(scope_id)
+                if scope is not None:
+                    self._correct(scope, res, cancel, prompt_tokens, now)
+        return key
+
+    def _settle(self, o: Settle, now: float) -> None:
+        key = self._end(o.fingerprint, o.scope, o.reservation, o.cancel, o.prompt_tokens, now)
         if o.cool_scope_s is not None:
             scope = self._scopes.setdefault(o.scope, _Scope())
             until = now + o.cool_scope_s
             if until > scope.cool_until:
-                scope.cool_until, scope.cool_reason = until, reason
+                scope.cool_until = until
+                scope.cool_reason = reason_code(o.cool_reason) or "cooling down"
         if o.cool_key_s is not None:
             until = now + o.cool_key_s
             if until > key.view.cool_until:
-                key.view.cool_until, key.view.cool_reason = until, reason
+                key.view.cool_until = until
+                key.view.cool_reason = reason_code(o.cool_reason) or "cooling down"
         if o.quarantine is not None:
             key.view.quarantine = reason_code(o.quarantine)
             key.quarantined_at = now
@@ -244,13 +343,16 @@ class InMemoryState:
             for dim, value in o.learned.items():
                 if dim in ("rpm", "tpm", "rpd"):
                     scope.learned[dim] = min(int(value), scope.learned.get(dim, int(value)))
+            scope.limited = None
 
     @staticmethod
-    def _correct(scope: _Scope, res: Reservation, o: Settle, now: float) -> None:
+    def _correct(
+        scope: _Scope, res: Reservation, cancel: bool, prompt_tokens: int | None, now: float
+    ) -> None:
         entry = scope.by_id.get(res.id)
         if entry is None:  # expired, or already given back
             return
-        if o.cancel:
+        if cancel:
             (scope.flying if entry[3] else scope.events).remove(entry)
             del scope.by_id[res.id]
             scope.token_sum -= entry[1]
@@ -259,8 +361,8 @@ class InMemoryState:
             return
         if entry[3]:
             scope.land(entry, now)
-        if o.prompt_tokens is not None:
-            tokens = max(0, int(o.prompt_tokens))
+        if prompt_tokens is not None:
+            tokens = max(0, int(prompt_tokens))
             scope.token_sum += tokens - entry[1]
             entry[1] = tokens
 
@@ -275,6 +377,8 @@ class InMemoryState:
             for cand in candidates:
                 rec = self._keys.get(cand.fingerprint, _Key())
                 v = rec.view
+                if v.quarantine and now - rec.quarantined_at > QUARANTINE_TTL_S:
+                    v.quarantine = None  # as an admit would (it may not have looked)
                 keys[cand.fingerprint] = KeyStatus(
                     cand.fingerprint, v.quarantine, v.cool_until, v.cool_reason, len(rec.flights)
                 )

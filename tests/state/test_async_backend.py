@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from langchain_core.messages import HumanMessage
 
-from langchain_gemini_pool import ChatGeminiPool, DiskState, QuotaLimits, RedisState
+from langchain_gemini_pool import ChatGeminiPool, DiskState, InMemoryState, QuotaLimits, RedisState
 from langchain_gemini_pool._driver import Io
 from langchain_gemini_pool._scheduler import Pick
 from langchain_gemini_pool.testing import FakeGeminiServer, Faults
@@ -305,6 +305,31 @@ def test_a_scheduler_without_a_backend_yields_no_io() -> None:
     with pytest.raises(StopIteration):
         next(plan.succeeded_steps(pick, 3))
     assert row(pool)["in_flight"] == 0 and plan.attempts[-1]["outcome"] == "ok"
+
+
+def test_in_memory_state_is_asked_inline_with_no_io_op() -> None:
+    """``InMemoryState`` does no I/O: the steps call its ``admit`` and settle at once, sync
+    and async alike (its ``aadmit`` is its ``admit``), and yield nothing to the runners."""
+    state = InMemoryState()
+    pool = ChatGeminiPool(model=MODEL, api_keys=KEYS, limits=LIMITS, state=state)
+    plan = pool._plan(pool._scheduler, pool._clock, [HumanMessage("hi")])
+    with pytest.raises(StopIteration) as chosen:
+        next(plan.next_steps())
+    pick = chosen.value.value
+    assert isinstance(pick, Pick) and row(pool)["in_flight"] == 1
+    assert row(pool)["room"]["rpd"] == LIMITS.rpd - 1  # the admit took its slot
+    with pytest.raises(StopIteration):
+        next(plan.succeeded_steps(pick, 3))
+    assert row(pool)["in_flight"] == 0 and plan.attempts[-1]["outcome"] == "ok"
+    assert not state._keys[pick.reservation.fingerprint].flights  # the settle ended it
+    plan = pool._plan(pool._scheduler, pool._clock, [HumanMessage("hi")])
+    with pytest.raises(StopIteration) as chosen:
+        next(plan.next_steps())
+    pick = chosen.value.value
+    assert pool.pool_status()[pick.index]["room"]["rpm"] == LIMITS.rpm - 1
+    with pytest.raises(StopIteration):
+        next(plan.cancelled_steps(pick, sent=False))
+    assert pool.pool_status()[pick.index]["room"]["rpm"] == LIMITS.rpm  # given back, inline
 
 
 def test_a_backend_decision_is_one_admit_op_and_one_settle_op(tmp_path: Path) -> None:
