@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from langchain_gemini_pool._driver import Io
 from langchain_gemini_pool._errors import Failure, FailureKind
-from langchain_gemini_pool._scheduler_types import rate_limit_cooldown_s
+from langchain_gemini_pool._scheduler_types import rate_limit_cooldown_s, status_row
 from langchain_gemini_pool._state_types import (
     Candidate,
     Decision,
@@ -121,3 +121,25 @@ def _log_learned(sched: SharedScheduler, key: _Key, learned: dict[str, int]) -> 
                 value,
                 configured,
             )
+
+
+def status_rows(state: StateBackend, keys: Sequence[_Key]) -> list[dict[str, Any]]:
+    """``pool_status()`` rows of ``keys`` from one backend ``snapshot``."""
+    snap = state.snapshot([k.candidate for k in keys])
+    rows = []
+    for key in keys:
+        ks = snap.keys[key.shared_id]
+        ss = snap.scopes[key.candidate.scope]
+        rows.append(
+            status_row(
+                key,
+                snap.now,
+                quarantine=ks.quarantine,
+                cooling=(ks.cooling_until, ks.cool_reason),
+                scope_cooling=(ss.cooling_until, ss.cool_reason),
+                in_flight=ks.in_flight,
+                room=ss.room,
+                shared=snap.shared,
+            )
+        )
+    return rows

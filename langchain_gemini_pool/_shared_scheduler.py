@@ -37,9 +37,14 @@ from langchain_gemini_pool._scheduler_types import (
     Pick,
     Strategy,
     Wait,
-    status_row,
 )
-from langchain_gemini_pool._shared_ops import admit_io, booking, failure_settle, settle_io
+from langchain_gemini_pool._shared_ops import (
+    admit_io,
+    booking,
+    failure_settle,
+    settle_io,
+    status_rows,
+)
 from langchain_gemini_pool._state_memory import InMemoryState
 from langchain_gemini_pool._state_types import (
     Admit,
@@ -396,23 +401,4 @@ class SharedScheduler:
         reason, ready_in_s, in_flight and room are deployment-wide)."""
         with self._guard():
             keys = [k for k in self._keys if not k.removed]
-        if not keys:
-            return []
-        snap = self.state.snapshot([self._candidate(k) for k in keys])
-        rows = []
-        for key in keys:
-            ks = snap.keys[key.shared_id]
-            ss = snap.scopes[self._scope(key)]
-            rows.append(
-                status_row(
-                    key,
-                    snap.now,
-                    quarantine=ks.quarantine,
-                    cooling=(ks.cooling_until, ks.cool_reason),
-                    scope_cooling=(ss.cooling_until, ss.cool_reason),
-                    in_flight=ks.in_flight,
-                    room=ss.room,
-                    shared=snap.shared,
-                )
-            )
-        return rows
+        return status_rows(self.state, keys) if keys else []
