@@ -3,7 +3,9 @@
 Each decision is one transaction (``BEGIN IMMEDIATE``, WAL): it reads the candidates'
 quarantines, cooldowns and windows, runs the pure ``decide`` and writes the slot, so no
 two processes can take the same slot. Connections are per thread and reopened after
-``fork``; the async methods run the same work in a thread.
+``fork``; the async methods run the same work in a thread. A busy key's admits lease slots
+ahead (``_state_lease``), and plain settles are written behind the caller, on the caller's
+connection (``_state_behind``).
 """
 
 from __future__ import annotations
@@ -126,9 +128,7 @@ class DiskState:
         return local.conn, local.lock
 
     @contextmanager
-    def _tx(
-        self, used: tuple[sqlite3.Connection, threading.Lock] | None = None
-    ) -> Iterator[sqlite3.Connection]:
+    def _tx(self, used: Used | None = None) -> Iterator[sqlite3.Connection]:
         conn, lock = used or self._conn()
         with lock:
             begin(conn)

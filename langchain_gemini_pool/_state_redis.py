@@ -8,6 +8,8 @@ on Redis. Clients are rebuilt after ``fork``. A Redis Cluster is found at constr
 gets redis-py's cluster clients (``_state_redis_client.py``); every key shares the hash tag
 ``{prefix}``, so one script never spans two slots. What happens while Redis does not
 answer (the ``on_outage`` policy, backoff, the local fallback) is ``_state_redis_outage.py``.
+A busy key's admits lease slots ahead (``_state_lease``), and plain sync settles are written
+behind the caller (``_state_behind``).
 """
 
 from __future__ import annotations
