@@ -275,8 +275,9 @@ class Leases:
 
     def _start(self) -> None:
         ref = weakref.ref(self)
-        thread = threading.Thread(target=_give_back_loop, args=(ref,), daemon=True)
-        thread.name = "gemini-pool-leases"
+        thread = threading.Thread(
+            target=_give_back_loop, args=(ref,), daemon=True, name="gemini-pool-leases"
+        )
         self._thread = thread
         thread.start()
         if not self._at_exit:

@@ -313,18 +313,21 @@ class RedisState:
         return self._leases.verdict(outcome)
 
     def settle(self, outcome: Settle) -> None:
-        if self._verdict(outcome):  # every process must see it once this returns: wait
-            self._write(outcome)
-        elif outcome.reservation is None or outcome.reservation.home == "backend":
-            behind.put(self._write, outcome)  # a plain end: written behind the caller
+        if self._verdict(outcome) or _home(outcome) != "backend":
+            self._write(outcome)  # a verdict waits; a fallback's slot ends here, no I/O
         else:
-            self._write(outcome)
+            behind.put(self._write, outcome)  # a plain end: written behind the caller
+
+    def _settled_here(self, outcome: Settle) -> bool:
+        """Whether ``outcome`` ends a slot Redis never gave (the outage fallback's, or the
+        ``"open"`` policy's): it ends in this process, not in Redis."""
+        home = _home(outcome)
+        if home == "local":
+            self._outage.fallback().settle(outcome)
+        return home != "backend"
 
     def _write(self, outcome: Settle) -> None:
-        home = outcome.reservation.home if outcome.reservation else "backend"
-        if home != "backend":
-            if home == "local":
-                self._outage.fallback().settle(outcome)
+        if self._settled_here(outcome):
             return
         argv = settle_args(outcome, scope_base(self.prefix, outcome.scope), self.prefix)
         gen = self._run(lambda: self._script("settle", argv), lambda: self._outage.settle(outcome))
@@ -332,10 +335,7 @@ class RedisState:
 
     async def asettle(self, outcome: Settle) -> None:
         self._verdict(outcome)
-        home = outcome.reservation.home if outcome.reservation else "backend"
-        if home != "backend":
-            if home == "local":
-                self._outage.fallback().settle(outcome)
+        if self._settled_here(outcome):
             return
         argv = settle_args(outcome, scope_base(self.prefix, outcome.scope), self.prefix)
 
@@ -382,6 +382,10 @@ class RedisState:
                 self._hot.close()
             self._client.close()
         self._pid = -1
+
+
+def _home(outcome: Settle) -> str:
+    return outcome.reservation.home if outcome.reservation else "backend"
 
 
 def _whole(tokens: float) -> int:

@@ -27,6 +27,12 @@ from langchain_gemini_pool._state_types import StateBackend
 T0 = 1_772_445_610.0  # 2026-03-02 10:00:10 UTC: a Monday, 02:00 Pacific
 
 
+@pytest.fixture(autouse=True)
+def no_state_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ``GEMINI_POOL_STATE`` of the machine running the tests picks no test's backend."""
+    monkeypatch.delenv("GEMINI_POOL_STATE", raising=False)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

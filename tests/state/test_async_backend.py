@@ -80,9 +80,20 @@ def server() -> Iterator[FakeGeminiServer]:
         yield started
 
 
-@pytest.fixture(autouse=True)
-def no_state_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("GEMINI_POOL_STATE", raising=False)
+PRO, FLASH = "gemini-2.5-pro", "gemini-2.5-flash"
+
+
+def ladder_on(server: FakeGeminiServer, state: Any, prefer: Any) -> ChatGeminiPool:
+    """A pro -> flash ladder on ``state``; the server gives pro no quota."""
+    return ChatGeminiPool(
+        model=PRO,
+        fallback_models=[FLASH],
+        prefer=prefer,
+        api_keys=KEYS,
+        base_url=server.base_url,
+        state=state,
+        max_wait=0,
+    )
 
 
 def pool_on(server: FakeGeminiServer, state: Any, keys: list[str] | None = None) -> ChatGeminiPool:
@@ -274,23 +285,15 @@ async def test_a_cancelled_caller_does_not_wait_for_the_give_back(
 async def test_an_async_ladder_over_redis_makes_one_admit_per_attempt(
     redis_factory: Callable[..., RedisServer],
 ) -> None:
-    pro, flash = "gemini-2.5-pro", "gemini-2.5-flash"
-    with FakeGeminiServer(keys=KEYS, zero_quota_models=[pro]) as server:
+    with FakeGeminiServer(keys=KEYS, zero_quota_models=[PRO]) as server:
         state = NotedRedisState(redis_factory().url)
-        pool = ChatGeminiPool(
-            model=pro,
-            fallback_models=[flash],
-            api_keys=KEYS,
-            base_url=server.base_url,
-            state=state,
-            max_wait=0,
-        )
+        pool = ladder_on(server, state, prefer="fallback")
         assert (await pool.ainvoke("learn that pro is out")).content
         assert set(state.names()) == {"aadmit", "asettle"}
         assert state.threads("aadmit", "asettle") == {threading.get_ident()}
         state.calls.clear()
         answer = await pool.ainvoke("hello")
-        assert answer.response_metadata["model_name"] == flash
+        assert answer.response_metadata["model_name"] == FLASH
         assert state.names() == Counter({"aadmit": 1, "asettle": 1})  # the ladder in one admit
 
 
@@ -360,21 +363,12 @@ async def test_an_async_ladder_that_prefers_waiting_asks_each_model_through_aadm
     redis_factory: Callable[..., RedisServer],
 ) -> None:
     """``prefer="wait"`` asks the backend once per model it tries: each an ``aadmit``."""
-    pro, flash = "gemini-2.5-pro", "gemini-2.5-flash"
-    with FakeGeminiServer(keys=KEYS, zero_quota_models=[pro]) as server:
+    with FakeGeminiServer(keys=KEYS, zero_quota_models=[PRO]) as server:
         state = NotedRedisState(redis_factory().url)
-        pool = ChatGeminiPool(
-            model=pro,
-            fallback_models=[flash],
-            prefer="wait",
-            api_keys=KEYS,
-            base_url=server.base_url,
-            state=state,
-            max_wait=0,
-        )
+        pool = ladder_on(server, state, prefer="wait")
         assert (await pool.ainvoke("learn that pro is out")).content
         state.calls.clear()
         answer = await pool.ainvoke("hello")
-        assert answer.response_metadata["model_name"] == flash
+        assert answer.response_metadata["model_name"] == FLASH
         assert state.names() == Counter({"aadmit": 2, "asettle": 1})  # pro (out), then flash
         assert state.threads("aadmit", "asettle") == {threading.get_ident()}

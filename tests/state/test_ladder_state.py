@@ -25,11 +25,6 @@ KEYS = {"p1": ["fake-key-lad-aaaa"], "p2": ["fake-key-lad-bbbb"]}
 Backend = Callable[[], DiskState | RedisState]
 
 
-@pytest.fixture(autouse=True)
-def no_state_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("GEMINI_POOL_STATE", raising=False)
-
-
 @pytest.fixture(params=["disk", "redis"])
 def backend(
     request: pytest.FixtureRequest, tmp_path: Path, redis_factory: Callable[..., RedisServer]

@@ -33,11 +33,6 @@ def server() -> Iterator[FakeGeminiServer]:
         yield started
 
 
-@pytest.fixture(autouse=True)
-def no_state_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("GEMINI_POOL_STATE", raising=False)
-
-
 def test_without_state_the_pool_keeps_its_in_process_scheduler(
     server: FakeGeminiServer,
 ) -> None:
